@@ -1,0 +1,177 @@
+"""One small interface over onnxruntime and the LiteRT interpreter.
+
+A backend takes float32 (or int32 token) arrays in the layout the manifest names and gives float32 outputs back in
+the manifest's output order. Quantized int8 inputs and outputs are (de)quantized here with the file's own scale and
+zero point, read from the model file itself, so tasks never see integer tensors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..errors import MissingDependencyError, ModelError
+
+ONNX = "onnxruntime"
+LITERT = "litert"
+
+
+class Backend(Protocol):
+    """What tasks need from a runtime."""
+
+    name: str
+    input_name: str
+
+    def run(self, inputs: np.ndarray) -> list[np.ndarray]:
+        """Run one batch; return the outputs as float32 arrays in the order given at construction."""
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def available_runtimes() -> dict[str, str]:
+    """Installed runtimes as {pip package: version}; importing nothing, so it is cheap."""
+    found = {}
+    for dist in ("onnxruntime", "ai-edge-litert", "tflite-runtime"):
+        version = _version(dist)
+        if version:
+            found[dist] = version
+    return found
+
+
+def _import_litert_interpreter():
+    for module in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        try:
+            return importlib.import_module(module).Interpreter
+        except ImportError:
+            continue
+    raise MissingDependencyError(
+        "running .tflite files needs the LiteRT interpreter; install it with: pip install 'edgecnn[tflite]' "
+        "(ai-edge-litert), or 'pip install tflite-runtime' on 32-bit ARM"
+    )
+
+
+def _check_file(path: Path, kind: str) -> None:
+    if not path.is_file():
+        raise ModelError(f"{path}: no such {kind} file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path} is empty; copy the export folder again or re-run 'edgecnn export'")
+
+
+class OnnxRuntimeBackend:
+    """An onnxruntime CPU session, created once per model and reused for every call."""
+
+    name = ONNX
+
+    def __init__(self, path: str | os.PathLike, input_name: str, output_names: Sequence[str],
+                 threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingDependencyError(
+                "running .onnx files needs onnxruntime; install it with: pip install onnxruntime "
+                "(on 32-bit ARM, where it has no wheels, use the .tflite files instead)"
+            ) from None
+        path = Path(path)
+        _check_file(path, "ONNX model")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise ModelError(f"{path} could not be loaded by onnxruntime ({str(exc).splitlines()[0]}); "
+                             "the file is probably truncated: copy or export it again") from None
+        self.input_name = input_name
+        self.output_names = list(output_names)
+        self.input_type = self.session.get_inputs()[0].type
+
+    def run(self, inputs: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_names, {self.input_name: inputs})
+
+
+class LiteRTBackend:
+    """A LiteRT (TFLite) interpreter; resizes its input for each new batch size and (de)quantizes int8 tensors."""
+
+    name = LITERT
+
+    def __init__(self, path: str | os.PathLike, input_name: str, output_names: Sequence[str],
+                 threads: int | None = None):
+        interpreter_class = _import_litert_interpreter()
+        path = Path(path)
+        _check_file(path, "TFLite model")
+        try:
+            self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+            runner = self.interpreter.get_signature_runner()
+            inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{path} could not be loaded by LiteRT ({str(exc).splitlines()[0]}); "
+                             "the file is probably truncated: copy or export it again") from None
+        if input_name not in inputs:
+            input_name = next(iter(inputs))
+        missing = [name for name in output_names if name not in outputs]
+        if missing:
+            raise ModelError(f"{path} has no output named {missing[0]!r}; its outputs are {sorted(outputs)}")
+        self.input_name = input_name
+        self._input = inputs[input_name]
+        self._outputs = [outputs[name] for name in output_names]
+        self._shape: tuple[int, ...] | None = None
+
+    def run(self, inputs: np.ndarray) -> list[np.ndarray]:
+        detail = self._input
+        if inputs.shape != self._shape:
+            self.interpreter.resize_tensor_input(detail["index"], list(inputs.shape))
+            self.interpreter.allocate_tensors()
+            self._shape = inputs.shape
+        self.interpreter.set_tensor(detail["index"], quantize(inputs, detail))
+        self.interpreter.invoke()
+        return [dequantize(self.interpreter.get_tensor(out["index"]), out) for out in self._outputs]
+
+
+def _scale_zero_point(detail: dict) -> tuple[float, int]:
+    params = detail.get("quantization_parameters") or {}
+    scales = params.get("scales")
+    if scales is not None and len(scales):
+        return float(scales[0]), int(params["zero_points"][0])
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return float(scale), int(zero_point)
+
+
+def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """Float values -> the tensor's integer dtype with its scale and zero point (a no-op for float/int32 inputs)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype not in (np.int8, np.uint8):
+        return values.astype(dtype, copy=False)
+    scale, zero_point = _scale_zero_point(detail)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(values / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """Integer tensor -> float32 with its scale and zero point (float tensors pass through)."""
+    if values.dtype not in (np.int8, np.uint8):
+        return values.astype(np.float32, copy=False)
+    scale, zero_point = _scale_zero_point(detail)
+    return (values.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+def open_backend(path: str | os.PathLike, input_name: str, output_names: Sequence[str],
+                 threads: int | None = None) -> Backend:
+    """Open a model file with the runtime its suffix calls for (.onnx -> onnxruntime, .tflite -> LiteRT)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".onnx":
+        return OnnxRuntimeBackend(path, input_name, output_names, threads)
+    if suffix == ".tflite":
+        return LiteRTBackend(path, input_name, output_names, threads)
+    raise ModelError(f"{path}: unknown model file type '{suffix}'; expected .onnx or .tflite")

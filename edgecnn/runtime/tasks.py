@@ -1,0 +1,214 @@
+"""Task front doors with typed results, in the spirit of MediaPipe Tasks.
+
+Each task reads the manifest, opens one model file with one backend (once, then reuses it), turns user input into
+the model's input as the manifest says, and turns the model's output into typed results. Validation at export time
+and ``edgecnn eval``/``bench`` call the same :meth:`predict` that users call, so what was measured is what runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .. import manifest as manifest_io
+from ..errors import InputError, ModelError
+from . import image as image_io
+from .backends import Backend, available_runtimes, open_backend
+
+#: Formats tried, in order, when none is asked for: exact fp32 first, then whatever the installed runtime can run.
+DEFAULT_FORMAT_ORDER = ("onnx", "tflite", "onnx-int8", "tflite-int8")
+
+
+@dataclass(frozen=True)
+class Category:
+    """One class and its probability."""
+
+    index: int
+    score: float
+    label: str
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "index": self.index, "score": round(float(self.score), 6)}
+
+
+@dataclass
+class Classification:
+    """The top-k categories for one input, best first."""
+
+    categories: list[Category]
+    input: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def top(self) -> Category:
+        return self.categories[0]
+
+    @property
+    def label(self) -> str:
+        return self.top.label
+
+    @property
+    def index(self) -> int:
+        return self.top.index
+
+    @property
+    def score(self) -> float:
+        return self.top.score
+
+    def to_dict(self) -> dict:
+        data = {"input": self.input, "predictions": [c.to_dict() for c in self.categories]}
+        if self.notes:
+            data["notes"] = list(self.notes)
+        return data
+
+
+def _runtime_for(fmt: str) -> str:
+    return "onnxruntime" if fmt.startswith("onnx") else "litert"
+
+
+def runnable_formats(manifest: manifest_io.Manifest) -> list[str]:
+    """Formats of this export whose runtime is installed here."""
+    installed = available_runtimes()
+    has_ort = "onnxruntime" in installed
+    has_litert = "ai-edge-litert" in installed or "tflite-runtime" in installed
+    return [f for f in manifest.formats if (has_ort if _runtime_for(f) == "onnxruntime" else has_litert)]
+
+
+def choose_format(manifest: manifest_io.Manifest, requested: str | None) -> str:
+    """The format to run: the requested one, else the first of DEFAULT_FORMAT_ORDER this machine can run."""
+    if requested:
+        if requested not in manifest.get("files", {}):
+            raise ModelError(f"{manifest.folder} has no '{requested}' export; it has {', '.join(manifest.formats)}")
+        return requested
+    runnable = runnable_formats(manifest)
+    for fmt in DEFAULT_FORMAT_ORDER:
+        if fmt in runnable:
+            return fmt
+    if runnable:
+        return runnable[0]
+    raise ModelError(
+        f"no runtime installed here can run {manifest.folder} ({', '.join(manifest.formats)}); "
+        "install onnxruntime (pip install onnxruntime) or LiteRT (pip install 'edgecnn[tflite]')"
+    )
+
+
+class Task:
+    """Shared plumbing: manifest, format choice, one backend per instance."""
+
+    task: str = ""
+
+    def __init__(self, model: str | os.PathLike | manifest_io.Manifest, format: str | None = None,
+                 threads: int | None = None):
+        self.manifest = model if isinstance(model, manifest_io.Manifest) else manifest_io.read(model)
+        if self.manifest.task != self.task:
+            raise ModelError(f"{self.manifest.folder} is a {self.manifest.task} model, not {self.task}; "
+                             f"use edgecnn.load() to get the right class")
+        self.format = choose_format(self.manifest, format)
+        self.threads = threads
+        path = self.manifest.verify_file(self.format)
+        outputs = [o["name"] for o in self.manifest.get("outputs", [])]
+        self.backend: Backend = open_backend(path, self.manifest["input"]["name"], outputs, threads)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest.labels
+
+    def run(self, inputs: np.ndarray) -> list[np.ndarray]:
+        """Raw model outputs (float32) for a preprocessed batch."""
+        return self.backend.run(inputs)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class _Classifier(Task):
+    """Probabilities -> ranked categories; shared by the image and text classifiers."""
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Class probabilities (N x classes) for a preprocessed batch."""
+        (output,) = self.run(inputs)[:1]
+        if self.manifest["outputs"][0].get("kind") == "logits":
+            output = _softmax(output)
+        return output
+
+    def _rank(self, probabilities: np.ndarray, top_k: int, source: str | None) -> Classification:
+        k = max(1, min(int(top_k), probabilities.shape[-1]))
+        order = np.argsort(-probabilities, kind="stable")[:k]
+        labels = self.labels
+        categories = [
+            Category(int(i), float(probabilities[i]), labels[i] if i < len(labels) else str(int(i))) for i in order
+        ]
+        return Classification(categories, source)
+
+
+class ImageClassifier(_Classifier):
+    """Classify images: a path, bytes, PIL image or uint8 array in; a :class:`Classification` out.
+
+    Example::
+
+        classifier = ImageClassifier("exported/digits-cnn", format="tflite-int8")
+        result = classifier.classify("seven.png")
+        print(result.label, result.score)
+    """
+
+    task = "image-classification"
+
+    def preprocess(self, image: image_io.ImageSource) -> np.ndarray:
+        """One image -> a 1xHxWxC float32 model input."""
+        prep = self.manifest["preprocessing"]
+        pixels, _ = image_io.load_pixels(image, prep)
+        return image_io.pixels_to_input(pixels[None], prep)
+
+    def classify(self, image: image_io.ImageSource, top_k: int = 5) -> Classification:
+        """Classify one image."""
+        probabilities = self.predict(self.preprocess(image))[0]
+        return self._rank(probabilities, top_k, _describe(image))
+
+    def classify_batch(self, images: Sequence[image_io.ImageSource], top_k: int = 5,
+                       batch_size: int = 32) -> list[Classification]:
+        """Classify many images, ``batch_size`` per model call; a bad image raises InputError naming it."""
+        results: list[Classification] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            batch = np.concatenate([self.preprocess(item) for item in chunk])
+            for item, probabilities in zip(chunk, self.predict(batch)):
+                results.append(self._rank(probabilities, top_k, _describe(item)))
+        return results
+
+
+def _describe(source) -> str | None:
+    return str(source) if isinstance(source, (str, os.PathLike)) else None
+
+
+TASK_CLASSES: dict[str, type[Task]] = {ImageClassifier.task: ImageClassifier}
+
+
+def load(model: str | os.PathLike, format: str | None = None, threads: int | None = None) -> Task:
+    """Open an export folder as the task class its manifest names (ImageClassifier, TextClassifier, ...)."""
+    manifest = manifest_io.read(model)
+    try:
+        cls = TASK_CLASSES[manifest.task]
+    except KeyError:
+        raise ModelError(f"{manifest.folder}: this edgecnn cannot run {manifest.task} models yet") from None
+    return cls(manifest, format=format, threads=threads)
+
+
+def iter_image_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Expand folder arguments to the images in them; files pass through as given (checked when opened)."""
+    expanded: list[str] = []
+    for item in paths:
+        if os.path.isdir(item):
+            expanded.extend(str(p) for p in image_io.list_images(item))
+        else:
+            expanded.append(str(item))
+    if not expanded:
+        raise InputError("no input given; pass image files or a folder")
+    return expanded
+
+
+__all__ = ["Category", "Classification", "ImageClassifier", "Task", "load", "asdict"]

@@ -1,0 +1,1 @@
+"""The training wing: datasets and models by name, and fitting. TensorFlow is imported inside functions only."""

@@ -1,0 +1,164 @@
+"""Compile and fit a registered model on a registered dataset; write the run folder.
+
+A run folder holds ``model.keras``, ``run.json`` (dataset, seed, labels, preprocessing: what export needs to build
+the manifest and the held-out split), ``history.json``/``history.png``, ``confusion.png`` and ``metrics.json``.
+Each task has a trainer in ``TRAINERS``; image classification lives here, the others register their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError, require
+from . import datasets as datasets_mod
+from . import models as models_mod
+
+RUN_FILE = "run.json"
+TRAINERS: dict[str, Callable] = {}
+
+
+def register_trainer(task: str):
+    def wrap(fn):
+        TRAINERS[task] = fn
+        return fn
+
+    return wrap
+
+
+def import_tensorflow():
+    """Import TensorFlow quietly (its C++ log spam is not for our users), or name the extra that brings it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    require("tensorflow", "train", "Training and export")
+    import tensorflow as tf
+
+    return tf
+
+
+def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, seed: int = 0,
+          batch_size: int = 32, patience: int = 8, learning_rate: float = 1e-3, augment: bool = True,
+          data: str | None = None, model_options: dict | None = None, dataset_options: dict | None = None,
+          verbose: int | None = None) -> dict:
+    """Train ``model`` on ``dataset`` and write the run folder ``out``; returns the metrics.
+
+    Early stopping watches the validation loss and restores the best weights. The same seed gives the same split
+    and (on one machine) the same weights.
+    """
+    tf = import_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    splits = datasets_mod.load_dataset(dataset, seed=seed, data=data, **(dataset_options or {}))
+    info = models_mod.MODELS.get(model) or (models_mod.list_models() and models_mod.MODELS.get(model))
+    if info is None:
+        raise InputError(f"unknown model {model!r}; 'edgecnn models' lists: {', '.join(sorted(models_mod.MODELS))}")
+    if info.task != splits.task:
+        raise InputError(f"model {model!r} is for {info.task} but dataset {dataset!r} is {splits.task}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    trainer = TRAINERS[splits.task]
+    metrics, run_info = trainer(tf=tf, keras=keras, splits=splits, model_name=model, out=out, epochs=epochs,
+                                seed=seed, batch_size=batch_size, patience=patience, learning_rate=learning_rate,
+                                augment=augment, model_options=model_options or {}, verbose=verbose)
+    run = {"task": splits.task, "model": model, "model_options": model_options or {}, "labels": splits.labels,
+           "preprocessing": splits.preprocessing, "dataset": splits.describe(), "epochs": epochs,
+           "batch_size": batch_size, **run_info}
+    (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def image_augmenter(keras, seed: int):
+    """Rotation, translation and zoom (no flips: a flipped 2 is no digit), used in the input pipeline only."""
+    layers = keras.layers
+    return keras.Sequential([
+        layers.RandomRotation(0.06, fill_mode="constant", seed=seed),
+        layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed + 1),
+        layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 2),
+    ], name="augment")
+
+
+def fit_model(tf, keras, model, train_ds, val_ds, epochs: int, patience: int, verbose: int):
+    """``model.fit`` with early stopping on validation loss (best weights restored)."""
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop], verbose=verbose)
+
+
+def save_history(history, out: Path) -> None:
+    """history.json and history.png (loss and accuracy curves, train vs validation)."""
+    data = {k: [float(v) for v in values] for k, values in history.history.items()}
+    (out / "history.json").write_text(json.dumps(data, indent=2) + "\n")
+    plt = _pyplot()
+    metrics = [k for k in data if not k.startswith("val_")]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], metrics):
+        ax.plot(data[key], label="train")
+        if f"val_{key}" in data:
+            ax.plot(data[f"val_{key}"], label="validation")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "history.png", dpi=100)
+    plt.close(fig)
+
+
+def save_confusion(y_true, y_pred, labels: list[str], path: Path, title: str) -> None:
+    """A confusion-matrix plot of the test split (scikit-learn's display)."""
+    plt = _pyplot()
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(4.5, 0.5 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(range(len(labels))), display_labels=labels,
+                                            ax=ax, colorbar=False, xticks_rotation=45 if len(labels) > 10 else 0)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _pyplot():
+    matplotlib = require("matplotlib", "train", "Plotting")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@register_trainer("image-classification")
+def _train_image_classifier(tf, keras, splits, model_name, out, epochs, seed, batch_size, patience,
+                            learning_rate, augment, model_options, verbose):
+    from ..runtime.image import pixels_to_input
+
+    prep = splits.preprocessing
+    x_train, x_val, x_test = (pixels_to_input(x, prep) for x in (splits.x_train, splits.x_val, splits.x_test))
+    model = models_mod.create_model(model_name, x_train.shape[1:], len(splits.labels), **model_options)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    train_ds = tf.data.Dataset.from_tensor_slices((x_train, splits.y_train)).shuffle(len(x_train), seed=seed)
+    train_ds = train_ds.batch(batch_size)
+    if augment:
+        augmenter = image_augmenter(keras, seed)
+        train_ds = train_ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, splits.y_val)).batch(256)
+    history = fit_model(tf, keras, model, train_ds, val_ds, epochs, patience, verbose)
+    model.save(out / "model.keras")
+    save_history(history, out)
+    probabilities = model.predict(x_test, batch_size=256, verbose=0)
+    y_pred = probabilities.argmax(axis=1)
+    accuracy = float(np.mean(y_pred == splits.y_test))
+    save_confusion(splits.y_test, y_pred, splits.labels, out / "confusion.png",
+                   f"{model_name} on {splits.name} test: {accuracy:.2%}")
+    metrics = {"test_accuracy": accuracy, "test_size": int(len(y_pred)), "epochs_run": len(history.epoch),
+               "parameters": int(model.count_params())}
+    return metrics, {}

@@ -1,0 +1,152 @@
+"""A registry of named Keras architectures, created by name like timm's ``create_model``.
+
+Every builder takes the input shape and the number of classes of the dataset it is trained on, and returns an
+uncompiled ``keras.Model`` whose graph is exactly what gets exported: augmentation lives in the training input
+pipeline (see ``fit.py``), never in the model.
+
+Adding a model::
+
+    @register_model("my-net", task="image-classification", help="what it is")
+    def my_net(input_shape, num_classes, **options) -> keras.Model: ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import InputError, require
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    task: str
+    help: str
+    builder: Callable
+
+
+MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(name: str, task: str, help: str):
+    def wrap(builder: Callable) -> Callable:
+        MODELS[name] = ModelInfo(name, task, help, builder)
+        return builder
+
+    return wrap
+
+
+def _keras():
+    return require("keras", "train", "Building a model")
+
+
+def list_models() -> list[ModelInfo]:
+    _register_optional()
+    return [MODELS[name] for name in sorted(MODELS)]
+
+
+def create_model(name: str, input_shape: tuple, num_classes: int, **options):
+    """Build the registered architecture ``name`` for this input shape and class count."""
+    _register_optional()
+    if name not in MODELS:
+        raise InputError(f"unknown model {name!r}; 'edgecnn models' lists: {', '.join(sorted(MODELS))}")
+    options = {k: v for k, v in options.items() if v is not None}
+    return MODELS[name].builder(tuple(input_shape), num_classes, **options)
+
+
+def _register_optional() -> None:
+    import importlib
+
+    for module in ("edgecnn.train.text_models", "edgecnn.train.detection_models"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def _classifier_head(x, num_classes: int, layers):
+    """Softmax over ``num_classes`` (2 included: sparse categorical cross-entropy is the right loss for it)."""
+    return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+
+
+@register_model("seed-cnn", "image-classification",
+                "the seed's Conv32-Pool-Conv64-Pool-Conv64-Dense64-softmax (about 93k parameters at 28x28)")
+def seed_cnn(input_shape, num_classes, dropout: float = 0.0):
+    keras = _keras()
+    layers = keras.layers
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Conv2D(32, 3, activation="relu")(inputs)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _classifier_head(x, num_classes, layers), name="seed_cnn")
+
+
+@register_model("lenet5", "image-classification",
+                "the seed's LeNet-5 with average pooling on a 32x32 input (28x28 digits are zero-padded)")
+def lenet5(input_shape, num_classes):
+    keras = _keras()
+    layers = keras.layers
+    inputs = keras.Input(input_shape, name="image")
+    height, width = input_shape[:2]
+    if (height, width) == (28, 28):
+        x = layers.ZeroPadding2D(2)(inputs)
+    elif (height, width) != (32, 32):
+        x = layers.Resizing(32, 32)(inputs)
+    else:
+        x = inputs
+    x = layers.Conv2D(6, 5, activation="tanh")(x)
+    x = layers.AveragePooling2D()(x)
+    x = layers.Conv2D(16, 5, activation="tanh")(x)
+    x = layers.AveragePooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(120, activation="tanh")(x)
+    x = layers.Dense(84, activation="tanh")(x)
+    return keras.Model(inputs, _classifier_head(x, num_classes, layers), name="lenet5")
+
+
+def separable_block(x, filters: int, stride: int, layers, name: str):
+    """MobileNet's depthwise-separable block: depthwise 3x3 -> BN -> ReLU6 -> pointwise 1x1 -> BN -> ReLU6."""
+    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(x)
+    x = layers.BatchNormalization(name=f"{name}_pw_bn")(x)
+    return layers.ReLU(6.0, name=f"{name}_pw_relu")(x)
+
+
+#: (filters, stride) of each separable block; the detector's backbone reuses these blocks.
+MOBILENET_S_BLOCKS = ((32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2))
+
+
+def mobilenet_backbone(inputs, alpha: float, layers, blocks=MOBILENET_S_BLOCKS, stem_stride: int = 1):
+    """Stem conv + separable blocks scaled by the width multiplier ``alpha``; returns every block's output."""
+    width = lambda f: max(8, int(f * alpha + 4) // 8 * 8)  # noqa: E731 - channel counts rounded to 8, as MobileNet
+    x = layers.Conv2D(width(16), 3, strides=stem_stride, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    features = []
+    for i, (filters, stride) in enumerate(blocks):
+        x = separable_block(x, width(filters), stride, layers, name=f"block{i + 1}")
+        features.append(x)
+    return features
+
+
+@register_model("mobilenet-s", "image-classification",
+                "an edge-grade net of depthwise-separable blocks; --alpha sets the width multiplier (default 1.0)")
+def mobilenet_s(input_shape, num_classes, alpha: float = 1.0, dropout: float = 0.2):
+    keras = _keras()
+    layers = keras.layers
+    inputs = keras.Input(input_shape, name="image")
+    x = mobilenet_backbone(inputs, alpha, layers)[-1]
+    x = layers.GlobalAveragePooling2D()(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _classifier_head(x, num_classes, layers), name="mobilenet_s")
