@@ -58,6 +58,11 @@ class Classification:
     def score(self) -> float:
         return self.top.score
 
+    def __str__(self) -> str:
+        ranked = ", ".join(f"{c.label} {c.score:.3f}" for c in self.categories)
+        notes = f"  ({'; '.join(self.notes)})" if self.notes else ""
+        return f"{self.input or '<input>'}: {self.label}  [{ranked}]{notes}"
+
     def to_dict(self) -> dict:
         data = {"input": self.input, "predictions": [c.to_dict() for c in self.categories]}
         if self.notes:

@@ -1,0 +1,67 @@
+"""Text CNNs over word embeddings: the seed's single-width net and Kim's (2014) multi-width net.
+
+Both take int32 token ids named ``tokens`` (shape ``[batch, sequence_length]``, 0 = padding, 1 = out of
+vocabulary) and end in a softmax named ``probabilities``. The tokenizer is *not* in the graph: training runs Keras'
+``TextVectorization`` outside the model and the runtime reproduces it (``edgecnn/runtime/text.py``), so the exported
+files hold only ops every runtime has (an int8 TFLite keeps its int32 input; the embedding becomes an int8 gather).
+
+Size matters because exports are committed: the embedding table dominates (vocabulary x embedding dim floats), so
+the defaults keep it near 250k weights, about 1 MB as fp32 and 0.25 MB as int8 per file.
+"""
+
+from __future__ import annotations
+
+from . import text_fit  # noqa: F401  (registers the text-classification trainer)
+from .models import _classifier_head, _keras, register_model
+
+TASK = "text-classification"
+
+
+def _embedded(input_shape, vocab_size: int, embedding_dim: int, layers, keras):
+    inputs = keras.Input(input_shape, dtype="int32", name="tokens")
+    x = layers.Embedding(int(vocab_size), int(embedding_dim), name="embedding")(inputs)
+    return inputs, x
+
+
+@register_model("text-cnn", TASK,
+                "the seed's Embedding-Conv1D(128,5)-GlobalMaxPool-Dense64-softmax; -o vocab_size, embedding_dim, "
+                "sequence_length")
+def text_cnn(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: int = 32, filters: int = 128,
+             kernel_size: int = 5, hidden: int = 64, dropout: float = 0.0, **_ignored):
+    """The seed: one convolution width, max-pooled over time, a small dense layer."""
+    keras = _keras()
+    layers = keras.layers
+    inputs, x = _embedded(input_shape, vocab_size, embedding_dim, layers, keras)
+    x = layers.Conv1D(int(filters), int(kernel_size), activation="relu", name="conv")(x)
+    x = layers.GlobalMaxPooling1D(name="max_over_time")(x)
+    x = layers.Dense(int(hidden), activation="relu", name="hidden")(x)
+    if dropout:
+        x = layers.Dropout(float(dropout))(x)
+    return keras.Model(inputs, _classifier_head(x, num_classes, layers), name="text_cnn")
+
+
+@register_model("text-cnn-multi", TASK,
+                "Kim (2014): parallel Conv1D widths 3,4,5, max-over-time, dropout; -o vocab_size, embedding_dim, "
+                "sequence_length, filters, dropout, embedding_dropout")
+def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: int = 32, filters: int = 64,
+                   kernel_sizes=(3, 4, 5), dropout: float = 0.5, embedding_dropout: float = 0.2, **_ignored):
+    """Several n-gram detectors side by side; dropout on whole embedding channels and on the pooled features.
+
+    ``SpatialDropout1D`` drops entire embedding dimensions during training (a word-independent regularizer that
+    helps on a corpus of 1.5k documents); both dropouts are identities in the exported graph.
+    """
+    keras = _keras()
+    layers = keras.layers
+    inputs, x = _embedded(input_shape, vocab_size, embedding_dim, layers, keras)
+    if embedding_dropout:
+        x = layers.SpatialDropout1D(float(embedding_dropout), name="embedding_dropout")(x)
+    if isinstance(kernel_sizes, (int, str)):
+        kernel_sizes = [int(k) for k in str(kernel_sizes).split(",")]
+    pooled = []
+    for k in kernel_sizes:
+        branch = layers.Conv1D(int(filters), int(k), activation="relu", name=f"conv{k}")(x)
+        pooled.append(layers.GlobalMaxPooling1D(name=f"max_over_time{k}")(branch))
+    x = layers.Concatenate(name="features")(pooled) if len(pooled) > 1 else pooled[0]
+    if dropout:
+        x = layers.Dropout(float(dropout), name="dropout")(x)
+    return keras.Model(inputs, _classifier_head(x, num_classes, layers), name="text_cnn_multi")
