@@ -1,0 +1,47 @@
+# edgecnn developer tasks. Everything runs in .venv, created on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-train-tflite-dev
+PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q
+EPOCHS ?= 30
+
+.PHONY: install demo test test-fast export export-digits export-text export-detector bench lint pi-check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -c constraints.txt -e '.[train,tflite,dev]'
+	touch $(STAMP)
+
+## install: the venv with the runtime and the train, tflite and dev extras (versions pinned by constraints.txt)
+install: $(STAMP)
+
+## demo: train the seed CNN on digits, export every format with parity, classify the samples
+demo: install
+	$(BIN)/edgecnn train --dataset digits --model seed-cnn --epochs $(EPOCHS) --out runs/digits-cnn
+	$(BIN)/edgecnn export runs/digits-cnn/model.keras --out runs/digits-cnn/export
+	$(BIN)/edgecnn infer runs/digits-cnn/export/samples --model runs/digits-cnn/export
+
+## test: the whole test suite (unit tests and short end-to-end runs)
+test: install
+	$(BIN)/python -m pytest -q
+
+## test-fast: skip the slow end-to-end tests
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+## export: rebuild the committed reference exports in exported/
+export: export-digits
+
+export-digits: install
+	$(BIN)/edgecnn train --dataset digits --model seed-cnn --epochs $(EPOCHS) --seed 0 --out runs/digits-cnn
+	$(BIN)/edgecnn export runs/digits-cnn/model.keras --out exported/digits-cnn
+
+## lint: ruff over the package and the tests
+lint: install
+	$(BIN)/ruff check edgecnn tests
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,43 @@
+"""Shared fixtures: the committed reference exports and a way to run the CLI as a user would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPORTED = ROOT / "exported"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, stdin: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m edgecnn.cli ARGS`` in a fresh process and capture its output."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "edgecnn.cli", *args], cwd=cwd or ROOT, env=full_env,
+                          input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """stderr lines that are ours (LiteRT and TensorFlow print their own chatter from C++)."""
+    return [line for line in result.stderr.splitlines() if line.startswith(("error:", "internal error:"))]
+
+
+@pytest.fixture(scope="session")
+def digits_export() -> Path:
+    path = EXPORTED / "digits-cnn"
+    if not (path / "edgecnn.json").is_file():
+        pytest.fail("exported/digits-cnn is missing: run 'make export' and commit it")
+    return path
+
+
+@pytest.fixture()
+def export_copy(digits_export, tmp_path) -> Path:
+    """A writable copy of the digits export, for tests that damage it."""
+    target = tmp_path / "digits-cnn"
+    shutil.copytree(digits_export, target)
+    return target
