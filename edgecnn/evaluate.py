@@ -47,15 +47,24 @@ SCORERS["image-classification"] = _accuracy
 COMPARERS["image-classification"] = _compare_probabilities
 
 
+def _text_inputs(manifest, texts) -> np.ndarray:
+    from .runtime.tasks import load_tokenizer
+    from .runtime.text import Tokenizer
+
+    if isinstance(manifest, manifest_io.Manifest):
+        return load_tokenizer(manifest).encode(list(texts))
+    return Tokenizer.from_manifest_section(manifest["text"]).encode(list(texts))
+
+
+INPUT_BUILDERS["text-classification"] = _text_inputs
+SCORERS["text-classification"] = _accuracy
+COMPARERS["text-classification"] = _compare_probabilities
+
+
 def run_batched(task: Task, inputs: np.ndarray, batch_size: int = 64) -> list[np.ndarray]:
     """All outputs of ``task`` for ``inputs``, run ``batch_size`` at a time and concatenated per output."""
-    chunks = [task.run(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
-    outputs = [np.concatenate(parts) for parts in zip(*chunks)]
-    if task.task != "object-detection" and task.manifest["outputs"][0].get("kind") == "logits":
-        from .runtime.tasks import _softmax
-
-        outputs[0] = _softmax(outputs[0])
-    return outputs
+    chunks = [task.outputs(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
+    return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
 def measure(manifest: manifest_io.Manifest, fmt: str, inputs: np.ndarray, targets,
@@ -118,6 +127,11 @@ def evaluate(model_dir: str | os.PathLike, formats: list[str] | None = None, thr
         except EdgecnnError as exc:
             results[fmt] = {"error": str(exc)}
     dataset = manifest.get("dataset", {})
-    return {"model": str(manifest.folder), "task": manifest.task, "dataset": dataset.get("name"),
-            "split": dataset.get("split", "test"), "n": int(len(targets)), "reference": reference_name,
-            "results": results}
+    report = {"model": str(manifest.folder), "task": manifest.task, "dataset": dataset.get("name"),
+              "split": dataset.get("split", "test"), "n": int(len(targets)), "reference": reference_name,
+              "results": results}
+    if manifest.task == "text-classification":
+        from .train.text_reference import reference_report
+
+        report.update(reference_report(manifest))
+    return report

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ..evaluate import INPUT_BUILDERS
+from ..runtime.tasks import as_probabilities
 from ..train.datasets import Splits, sample_name
 
 
@@ -44,10 +45,14 @@ def keras_outputs(model, manifest: dict, inputs: np.ndarray, batch_size: int = 2
     raw = model.predict(inputs, batch_size=batch_size, verbose=0)
     names = [o["name"] for o in manifest["outputs"]]
     if isinstance(raw, dict):
-        return [np.asarray(raw[name], dtype=np.float32) for name in names]
-    if isinstance(raw, (list, tuple)):
-        return [np.asarray(r, dtype=np.float32) for r in raw]
-    return [np.asarray(raw, dtype=np.float32)]
+        outputs = [np.asarray(raw[name], dtype=np.float32) for name in names]
+    elif isinstance(raw, (list, tuple)):
+        outputs = [np.asarray(r, dtype=np.float32) for r in raw]
+    else:
+        outputs = [np.asarray(raw, dtype=np.float32)]
+    if manifest["task"] != "object-detection":  # classifiers are compared as probabilities, as the runtime gives
+        outputs[0] = as_probabilities(outputs[0], manifest)
+    return outputs
 
 
 class ExportAdapter:

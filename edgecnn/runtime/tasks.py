@@ -7,6 +7,7 @@ and ``edgecnn eval``/``bench`` call the same :meth:`predict` that users call, so
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 from .. import manifest as manifest_io
 from ..errors import InputError, ModelError
 from . import image as image_io
+from . import text as text_io
 from .backends import Backend, available_runtimes, open_backend
 
 #: Formats tried, in order, when none is asked for: exact fp32 first, then whatever the installed runtime can run.
@@ -125,9 +127,16 @@ class Task:
         """Raw model outputs (float32) for a preprocessed batch."""
         return self.backend.run(inputs)
 
+    def outputs(self, inputs: np.ndarray) -> list[np.ndarray]:
+        """The outputs that validation and eval compare: raw, except classifiers give probabilities."""
+        return self.run(inputs)
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+
+def as_probabilities(output: np.ndarray, manifest: dict) -> np.ndarray:
+    """A classifier's first output as probabilities: softmax applied when the manifest says it gives logits."""
+    if manifest["outputs"][0].get("kind") != "logits":
+        return output
+    shifted = np.exp(output - output.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
@@ -136,10 +145,10 @@ class _Classifier(Task):
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for a preprocessed batch."""
-        (output,) = self.run(inputs)[:1]
-        if self.manifest["outputs"][0].get("kind") == "logits":
-            output = _softmax(output)
-        return output
+        return as_probabilities(self.run(inputs)[0], self.manifest)
+
+    def outputs(self, inputs: np.ndarray) -> list[np.ndarray]:
+        return [self.predict(inputs)]
 
     def _rank(self, probabilities: np.ndarray, top_k: int, source: str | None) -> Classification:
         k = max(1, min(int(top_k), probabilities.shape[-1]))
@@ -186,11 +195,118 @@ class ImageClassifier(_Classifier):
         return results
 
 
+class TextClassifier(_Classifier):
+    """Classify texts: a str (or a list of them) in; a :class:`Classification` (or a list) out.
+
+    The text is tokenized exactly as the training graph's ``TextVectorization`` did (``runtime/text.py``), from the
+    vocabulary the manifest carries. A text with no tokens (empty, whitespace or punctuation only) is still
+    classified - the model sees an all-padding input - and the result's ``notes`` say so; so do they for a text cut
+    at the sequence length and for one with no known word.
+
+    Example::
+
+        classifier = TextClassifier("exported/bbc-news")
+        print(classifier.classify("Shares fell sharply after the bank's results").label)
+    """
+
+    task = "text-classification"
+
+    def __init__(self, model, format: str | None = None, threads: int | None = None):
+        super().__init__(model, format=format, threads=threads)
+        self.tokenizer = load_tokenizer(self.manifest)
+
+    def preprocess(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Texts -> an int32 ``[N, sequence_length]`` array of token ids."""
+        return self.tokenizer.encode(texts)
+
+    def classify(self, text: str | text_io.TextFile | Sequence[str], top_k: int = 5, name: str | None = None,
+                 batch_size: int = 64):
+        """Classify one text (-> Classification) or a list of texts (-> list, ``batch_size`` per model call).
+
+        ``name`` is what the result's ``input`` shows (a file name); by default the text cut to 80 characters.
+        """
+        if isinstance(text, (str, text_io.TextFile)):
+            return self.classify_batch([text], top_k, names=[name])[0]
+        if isinstance(text, bytes):
+            raise InputError("text input must be str, not bytes; decode it first (e.g. data.decode('utf-8'))")
+        return self.classify_batch(list(text), top_k, batch_size=batch_size)
+
+    def classify_batch(self, texts: Sequence, top_k: int = 5, batch_size: int = 64,
+                       names: Sequence[str | None] | None = None) -> list[Classification]:
+        """Classify many texts, ``batch_size`` per model call."""
+        names = list(names) if names is not None else [None] * len(texts)
+        results: list[Classification] = []
+        length = self.tokenizer.sequence_length
+        for start in range(0, len(texts), batch_size):
+            rows, notes, labels = [], [], []
+            for item, name in zip(texts[start:start + batch_size], names[start:start + batch_size]):
+                if isinstance(item, text_io.TextFile):
+                    name, item = name or item.path, item.read()
+                ids, count = self.tokenizer.encode_with_count(item)
+                rows.append(ids)
+                labels.append(name if name else item[:text_io.INPUT_CHARS])
+                notes.append(_text_notes(ids, count, length))
+            batch = np.zeros((len(rows), length), dtype=np.int32)
+            for i, ids in enumerate(rows):
+                batch[i, :len(ids)] = ids
+            for probabilities, label, note in zip(self.predict(batch), labels, notes):
+                result = self._rank(probabilities, top_k, label)
+                result.notes.extend(note)
+                results.append(result)
+        return results
+
+
+def _text_notes(ids: list[int], count: int, length: int) -> list[str]:
+    if count == 0:
+        return ["empty text: no tokens after standardization, classified as an all-padding input"]
+    notes = []
+    if count > length:
+        notes.append(f"truncated: only the first {length} tokens were used")
+    if all(i == text_io.OOV_ID for i in ids):
+        notes.append("no known word: every token is out of the model's vocabulary")
+    return notes
+
+
+def load_tokenizer(manifest: manifest_io.Manifest) -> text_io.Tokenizer:
+    """The tokenizer of a text export: its ``text`` section, with the vocabulary inline or in a hashed file.
+
+    A vocabulary file (``text.vocabulary_file``: path, sha256) must exist inside the export folder and match its
+    sha256, or the ids would silently mean other words.
+    """
+    section = manifest.get("text")
+    if not isinstance(section, dict):
+        raise ModelError(f"{manifest.folder}/{manifest_io.MANIFEST_NAME} has no 'text' section (vocabulary, "
+                         "sequence length); re-run 'edgecnn export'")
+    vocabulary = None
+    entry = section.get("vocabulary_file")
+    if "vocabulary" not in section and isinstance(entry, dict) and isinstance(entry.get("path"), str):
+        path = manifest_io.resolve_inside(manifest.folder, entry["path"])
+        if not path.is_file():
+            raise ModelError(f"vocabulary file {path} named in {manifest_io.MANIFEST_NAME} is missing; "
+                             "copy the whole export folder or re-run 'edgecnn export'")
+        if entry.get("sha256") and manifest_io.sha256_of(path) != entry["sha256"]:
+            raise ModelError(f"vocabulary file {path} does not match the sha256 in {manifest_io.MANIFEST_NAME} "
+                             "(changed or truncated); copy it again or re-run 'edgecnn export'")
+        try:
+            vocabulary = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"vocabulary file {path} is not a JSON list of tokens ({exc}); re-export") from None
+        if not isinstance(vocabulary, list):
+            raise ModelError(f"vocabulary file {path} is not a JSON list of tokens; re-run 'edgecnn export'")
+    elif not isinstance(section.get("vocabulary"), list):
+        raise ModelError(f"{manifest.folder}/{manifest_io.MANIFEST_NAME}: the text section has no vocabulary "
+                         "list or vocabulary_file; re-run 'edgecnn export'")
+    return text_io.Tokenizer.from_manifest_section(section, vocabulary)
+
+
 def _describe(source) -> str | None:
     return str(source) if isinstance(source, (str, os.PathLike)) else None
 
 
-TASK_CLASSES: dict[str, type[Task]] = {ImageClassifier.task: ImageClassifier}
+TASK_CLASSES: dict[str, type[Task]] = {
+    ImageClassifier.task: ImageClassifier,
+    TextClassifier.task: TextClassifier,
+}
 
 
 def load(model: str | os.PathLike, format: str | None = None, threads: int | None = None) -> Task:
@@ -216,4 +332,4 @@ def iter_image_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
     return expanded
 
 
-__all__ = ["Category", "Classification", "ImageClassifier", "Task", "load", "asdict"]
+__all__ = ["Category", "Classification", "ImageClassifier", "TextClassifier", "Task", "load", "asdict"]
