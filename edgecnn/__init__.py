@@ -5,7 +5,7 @@ is imported when a model is opened, and the training and export wings only when 
 """
 
 from .errors import EdgecnnError, InputError, MissingDependencyError, ModelError
-from .runtime.tasks import Category, Classification, ImageClassifier, load
+from .runtime.tasks import Category, Classification, ImageClassifier, TextClassifier, load
 
 __version__ = "0.1.0"
 
@@ -17,6 +17,7 @@ __all__ = [
     "InputError",
     "MissingDependencyError",
     "ModelError",
+    "TextClassifier",
     "load",
     "__version__",
 ]

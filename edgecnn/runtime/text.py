@@ -24,8 +24,12 @@ seen, so a 10 MB document costs about as much as a short one.
 
 from __future__ import annotations
 
+import os
 import string
-from typing import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +44,8 @@ SPLIT_MODES = ("whitespace",)
 PUNCTUATION = string.punctuation.encode("ascii")
 #: Characters per token the first prefix allows for; the prefix doubles until enough tokens are seen.
 _CHARS_PER_TOKEN = 12
+#: A text shown as a result's ``input`` is cut to this many characters.
+INPUT_CHARS = 80
 
 
 def standardize(text: str, mode: str | None = "lower_and_strip_punctuation") -> bytes:
@@ -111,7 +117,7 @@ class Tokenizer:
             self._ids.setdefault(token.encode("utf-8", "surrogatepass"), index)
 
     @classmethod
-    def from_manifest_section(cls, section: dict, vocabulary: Sequence[str] | None = None) -> "Tokenizer":
+    def from_manifest_section(cls, section: dict, vocabulary: Sequence[str] | None = None) -> Tokenizer:
         """A tokenizer from the manifest's ``text`` section (``vocabulary`` given when it lives in its own file)."""
         try:
             return cls(vocabulary if vocabulary is not None else section["vocabulary"],
@@ -131,8 +137,16 @@ class Tokenizer:
 
     def encode_one(self, text: str) -> list[int]:
         """Token ids of one text, unpadded (at most ``sequence_length`` of them)."""
+        return self.encode_with_count(text)[0]
+
+    def encode_with_count(self, text: str) -> tuple[list[int], int]:
+        """Token ids of one text (unpadded) and how many tokens it has, counted up to ``sequence_length + 1``.
+
+        A count above ``sequence_length`` means the text was truncated; 0 means the model sees only padding.
+        """
         get = self._ids.get
-        return [get(token, OOV_ID) for token in _tokens(self._check(text), self.standardize, self.sequence_length)]
+        tokens = _tokens(self._check(text), self.standardize, self.sequence_length + 1)
+        return [get(token, OOV_ID) for token in tokens[:self.sequence_length]], len(tokens)
 
     def encode(self, texts: str | Iterable[str]) -> np.ndarray:
         """An int32 array ``[N, sequence_length]`` of token ids, zero-padded at the end; a str counts as N=1."""
@@ -153,4 +167,67 @@ class Tokenizer:
         return text
 
 
-__all__ = ["Tokenizer", "standardize", "split", "PAD_ID", "OOV_ID", "OOV_TOKEN", "PUNCTUATION"]
+@dataclass(frozen=True)
+class TextFile:
+    """A text file given by path, read (once, whole, as UTF-8) only when it is classified.
+
+    Reading late lets ``edgecnn infer`` report a bad file on its own line while every other input still gets its
+    result.
+    """
+
+    path: str
+
+    def read(self) -> str:
+        return decode_utf8(self.read_bytes(), self.path)
+
+    def read_bytes(self) -> bytes:
+        path = Path(self.path)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise InputError(f"{path} is a folder; pass a text file, or the folder as a positional input") from None
+        except OSError as exc:
+            raise InputError(f"{path} cannot be read ({exc.strerror})") from None
+
+
+def decode_utf8(data: bytes, name: str) -> str:
+    """UTF-8 (a BOM is dropped) or an InputError naming ``name`` and the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name} is not UTF-8 text (invalid byte at offset {exc.start}); convert it first, "
+                         "e.g. iconv -f latin1 -t utf-8") from None
+
+
+def read_text_inputs(inputs: Sequence[str] = (), texts: Sequence[str] = (), text_files: Sequence[str] = (),
+                     lines_file: str | None = None) -> list[tuple[str | None, str | TextFile]]:
+    """``(name, text)`` pairs for ``edgecnn infer`` on a text model, in the order given.
+
+    ``texts`` are documents themselves (name None: the output shows the text); ``text_files`` and positional
+    ``inputs`` are files, each one whole document (a folder means its ``.txt`` files), read lazily as
+    :class:`TextFile`; ``lines_file`` holds one document per line (``-`` reads standard input) and must be UTF-8.
+    """
+    items: list[tuple[str | None, str | TextFile]] = [(None, text) for text in texts]
+    for path in list(text_files) + list(inputs):
+        if os.path.isdir(path):
+            found = sorted(p for p in Path(path).iterdir() if p.suffix.lower() == ".txt" and p.is_file())
+            if not found:
+                raise InputError(f"{path}: the folder holds no .txt files")
+            items.extend((str(p), TextFile(str(p))) for p in found)
+        else:
+            items.append((str(path), TextFile(str(path))))
+    if lines_file:
+        if lines_file == "-":
+            data, name = sys.stdin.buffer.read(), "standard input"
+        else:
+            data, name = TextFile(lines_file).read_bytes(), lines_file
+        items.extend((None, line.rstrip("\r")) for line in decode_utf8(data, name).split("\n") if line.strip())
+    if not items:
+        raise InputError("no text given; use --text TEXT, --text-file FILE, --lines FILE (- for stdin) or "
+                         "text files as arguments")
+    return items
+
+
+__all__ = ["OOV_ID", "OOV_TOKEN", "PAD_ID", "PUNCTUATION", "TextFile", "Tokenizer", "decode_utf8", "read_text_inputs", "split", "standardize"]

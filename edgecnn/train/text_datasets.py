@@ -76,7 +76,7 @@ def make_splits(name: str, texts: list[str], y: np.ndarray, labels: list[str], s
         raise InputError(f"class {rare!r} of dataset {name!r} has {int(counts.min())} examples; "
                          "each class needs at least 5 for a stratified train/validation/test split")
     train, val, test = stratified_split(y, seed)
-    pick = lambda idx: [texts[i] for i in idx]  # noqa: E731
+    pick = lambda idx: [texts[i] for i in idx]
     return Splits(name, TASK, list(labels), pick(train), y[train], pick(val), y[val], pick(test), y[test],
                   text_preprocessing())
 

@@ -28,7 +28,7 @@ MAX_AUTO_LENGTH = 1024
 def auto_sequence_length(texts, standardize: str) -> int:
     """Long enough for ``LENGTH_PERCENTILE`` % of ``texts`` unchanged, short enough to keep inference cheap."""
     counts = [len(text_rt.split(t, standardize)) for t in texts]
-    length = int(math.ceil(np.percentile(counts, LENGTH_PERCENTILE) / 16.0)) * 16
+    length = math.ceil(float(np.percentile(counts, LENGTH_PERCENTILE)) / 16.0) * 16
     return max(16, min(MAX_AUTO_LENGTH, length))
 
 
@@ -81,7 +81,7 @@ def train_text_classifier(tf, keras, splits, model_name, out, epochs, seed, batc
     tokenizer = text_rt.Tokenizer.from_manifest_section(section)
     parity = float(np.mean(np.all(tokenizer.encode(splits.x_test) == x_test, axis=1)))
     reference = tfidf_reference(splits.x_train, splits.y_train, splits.x_test, splits.y_test)
-    metrics = {"test_accuracy": accuracy, "test_size": int(len(y_pred)), "epochs_run": len(history.epoch),
+    metrics = {"test_accuracy": accuracy, "test_size": len(y_pred), "epochs_run": len(history.epoch),
                "parameters": int(model.count_params()), "vocabulary_size": len(vocabulary),
                "sequence_length": sequence_length, "tokenizer_parity": parity, "tfidf_reference": reference}
     return metrics, {"text": section}

@@ -22,4 +22,24 @@ def tfidf_reference(x_train, y_train, x_test, y_test) -> dict:
     features = vectorizer.fit_transform(x_train)
     classifier = linear.LogisticRegression(C=1.0, max_iter=2000).fit(features, np.asarray(y_train))
     predicted = classifier.predict(vectorizer.transform(x_test))
-    return {"accuracy": float(np.mean(predicted == np.asarray(y_test))), "n": int(len(y_test)), "method": METHOD}
+    return {"accuracy": float(np.mean(predicted == np.asarray(y_test))), "n": len(y_test), "method": METHOD}
+
+
+def reference_report(manifest: dict) -> dict:
+    """``edgecnn eval``'s extra for text models: the TF-IDF line on the manifest's split, and a note to print.
+
+    Without scikit-learn (a runtime-only install) the line is skipped with a note saying how to get it.
+    """
+    from ..errors import MissingDependencyError
+    from .datasets import load_dataset
+
+    dataset = manifest.get("dataset") or {}
+    try:
+        splits = load_dataset(dataset["name"], seed=dataset.get("seed", 0), **dataset.get("options", {}))
+        x_test, y_test = splits.split(dataset.get("split", "test"))
+        line = tfidf_reference(splits.x_train, splits.y_train, x_test, y_test)
+    except MissingDependencyError as exc:
+        return {"notes": [f"TF-IDF reference line skipped: {exc}"]}
+    return {"tfidf_reference": line,
+            "notes": [f"reference: {line['method']}: accuracy {line['accuracy']:.4f} on the same split "
+                      f"(n={line['n']})"]}
