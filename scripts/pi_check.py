@@ -1,0 +1,454 @@
+#!/usr/bin/env python3
+"""Prove the runtime on a Raspberry Pi without holding one: run ``edgecnn infer`` in an emulated arm64 userland.
+
+Raspberry Pi OS 64-bit is Debian bookworm for arm64. This script
+
+1. builds (once, cached in ``.pi-cache/``) a minimal arm64 bookworm userland with ``debootstrap --foreign``, unpacks
+   its Python with ``dpkg -x`` (``--foreign`` only extracts the *required* packages; the second stage would need to
+   run arm64 code as root, which we avoid) and gives it a Raspberry Pi 4 ``/proc/cpuinfo``: the aarch64 onnxruntime
+   wheel reads it at import time and segfaults on the host's x86 one (qemu-user's ``-L`` serves absolute paths from
+   the userland first);
+2. downloads the aarch64 wheels of edgecnn's runtime dependencies, as ``pyproject.toml`` declares them *for that
+   machine* (its environment markers evaluated for aarch64 and the userland's Python), and unzips them into one
+   folder — which also checks that no TensorFlow, Keras, tf2onnx or onnx sneaks in;
+3. runs ``python -m edgecnn.cli infer --json`` under ``qemu-aarch64-static -cpu cortex-a72`` on every committed
+   reference export (every format it ships), runs the same on this machine, and compares: same top-1 labels and
+   scores within ``--tolerance`` for fp32, same top-1 labels for int8, same detections with boxes within
+   ``--box-tolerance`` pixels.
+
+It prints a table and exits 1 on any mismatch, 2 when it cannot run (missing tool, no export, download failure).
+
+Needs: Debian/Ubuntu packages ``debootstrap`` and ``qemu-user-static``, root (debootstrap creates device nodes; or
+``fakeroot``), and access to a Debian mirror and PyPI on the first run only. Usage::
+
+    python scripts/pi_check.py                 # all exports under exported/
+    python scripts/pi_check.py --exports exported/digits-cnn --formats onnx,tflite-int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+SUITE = "bookworm"  # Raspberry Pi OS 12 (64-bit) is Debian bookworm
+MIRROR = "http://deb.debian.org/debian"
+QEMU = "qemu-aarch64-static"
+QEMU_CPU = "cortex-a72"  # the Raspberry Pi 4's core
+TARGET_MACHINE = "aarch64"
+OLDEST_MANYLINUX = 17  # manylinux2014 == manylinux_2_17
+FORBIDDEN = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "tf-keras")
+EXTRAS = ("tflite",)  # the runtime dependencies plus the LiteRT interpreter: both backends get exercised
+
+#: A Raspberry Pi 4 Model B's /proc/cpuinfo (64-bit kernel): four Cortex-A72 cores (ARM implementer 0x41,
+#: part 0xd08). onnxruntime's cpuinfo library parses this at import and crashes on an x86 one.
+PI4_CPUINFO = "".join(
+    f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
+    f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n" for i in range(4)
+) + "Hardware\t: BCM2835\nRevision\t: c03111\nSerial\t\t: 100000000000abcd\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n"
+
+
+class CheckError(Exception):
+    """The check could not run (as opposed to: it ran and found a mismatch)."""
+
+
+def log(message: str) -> None:
+    print(f"[pi-check] {message}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a command, raising CheckError with the tail of its output when it fails."""
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise CheckError(f"{' '.join(cmd[:4])} ... failed (exit {result.returncode}):\n{tail}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------- the userland
+
+def require_tools() -> None:
+    missing = [tool for tool in ("debootstrap", QEMU, "dpkg") if not shutil.which(tool)]
+    if missing:
+        raise CheckError(f"missing {', '.join(missing)}; install with: sudo apt-get install debootstrap "
+                         "qemu-user-static")
+
+
+def build_userland(cache: Path) -> Path:
+    """The cached arm64 bookworm root with Python unpacked and a Pi 4 cpuinfo; built atomically on first use."""
+    root = cache / f"rootfs-{SUITE}-arm64"
+    stamp = root / ".edgecnn-complete"
+    if stamp.is_file():
+        return root
+    require_tools()
+    staging = cache / f"rootfs-{SUITE}-arm64.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    cache.mkdir(parents=True, exist_ok=True)
+    prefix = []
+    if os.geteuid() != 0:
+        if not shutil.which("fakeroot"):
+            raise CheckError("debootstrap needs root: run as root, or install fakeroot (sudo apt-get install "
+                             "fakeroot)")
+        prefix = ["fakeroot"]
+    log(f"debootstrap {SUITE} arm64 from {MIRROR} (first run only)")
+    run(prefix + ["debootstrap", "--foreign", "--arch", "arm64", "--variant=minbase", "--include=python3", SUITE,
+                  str(staging), MIRROR])
+    # --foreign extracts only the "required" set; the rest (python3 and the libraries it needs) is downloaded
+    # into the apt cache. Unpack those debs without running their maintainer scripts (which would need arm64).
+    required = set((staging / "debootstrap" / "required").read_text().split())
+    archives = staging / "var" / "cache" / "apt" / "archives"
+    unpacked = 0
+    for deb in sorted(archives.glob("*.deb")):
+        if deb.name.split("_")[0] not in required:
+            unpack_deb(deb, staging)
+            unpacked += 1
+        deb.unlink()  # the debs are not needed again; keep the cache small
+    log(f"unpacked {unpacked} packages with dpkg -x")
+    proc = staging / "proc"
+    if proc.is_symlink():  # debootstrap links proc -> /proc when it thinks it runs in a container: never write there
+        proc.unlink()
+    proc.mkdir(exist_ok=True)
+    (proc / "cpuinfo").write_text(PI4_CPUINFO)
+    if not guest_pythons(staging):
+        raise CheckError(f"debootstrap gave no python3.X in {staging}/usr/bin; see {staging}/debootstrap/"
+                         "debootstrap.log")
+    (staging / ".edgecnn-complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+    if root.exists():
+        shutil.rmtree(root)
+    staging.rename(root)
+    return root
+
+
+def unpack_deb(deb: Path, root: Path) -> None:
+    """``dpkg -x``, but keeping the merged-/usr links: plain ``dpkg -x`` turns ``lib -> usr/lib`` into a directory
+    when a package ships files under ``/lib``, and the dynamic loader then vanishes from ``/lib``."""
+    payload = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    try:
+        run(["tar", "-x", "--keep-directory-symlink", "-C", str(root)], stdin=payload.stdout)
+    finally:
+        payload.stdout.close()
+        if payload.wait() != 0:
+            raise CheckError(f"dpkg-deb could not read {deb}; delete {root} and run again")
+
+
+def guest_pythons(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "usr" / "bin").glob("python3.*") if re.fullmatch(r"python3\.\d+", p.name))
+
+
+def guest_command(root: Path, *args: str) -> list[str]:
+    """argv that runs the userland's Python under qemu as a Cortex-A72."""
+    return [QEMU, "-cpu", QEMU_CPU, "-L", str(root), str(guest_pythons(root)[-1]), *args]
+
+
+def guest_facts(root: Path) -> dict:
+    """The emulated Python's version and glibc, which decide the wheels it can take."""
+    probe = ("import json, os, platform, sys; print(json.dumps({'python': '%d.%d' % sys.version_info[:2], "
+             "'full': platform.python_version(), 'machine': platform.machine(), "
+             "'glibc': os.confstr('CS_GNU_LIBC_VERSION').split()[-1]}))")
+    return json.loads(run(guest_command(root, "-c", probe), timeout=120).stdout)
+
+
+# ----------------------------------------------------------------------------------------------------- the wheels
+
+def target_requirements(facts: dict, pyproject: Path = REPO / "pyproject.toml", extras=EXTRAS) -> list[str]:
+    """edgecnn's runtime requirements (plus ``extras``) whose markers hold on the emulated Pi, markers stripped."""
+    import tomllib
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads(pyproject.read_text())["project"]
+    env = {**default_environment(), "platform_machine": facts["machine"], "platform_system": "Linux",
+           "sys_platform": "linux", "os_name": "posix", "python_version": facts["python"],
+           "python_full_version": facts["full"], "implementation_name": "cpython",
+           "platform_python_implementation": "CPython", "implementation_version": facts["full"]}
+    wanted = []
+    for line in project["dependencies"] + [r for extra in extras for r in project["optional-dependencies"][extra]]:
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({**env, "extra": ""}):
+            requirement.marker = None
+            wanted.append(str(requirement))
+    return wanted
+
+
+def platform_tags(facts: dict) -> list[str]:
+    major, minor = (int(v) for v in facts["glibc"].split(".")[:2])
+    tags = [f"manylinux_{major}_{m}_{facts['machine']}" for m in range(minor, OLDEST_MANYLINUX - 1, -1)]
+    return tags + [f"manylinux2014_{facts['machine']}", f"linux_{facts['machine']}"]
+
+
+def install_wheels(cache: Path, facts: dict, requirements: list[str]) -> Path:
+    """Download the aarch64 wheels once per requirement set and unzip them into a folder for PYTHONPATH."""
+    tags = platform_tags(facts)
+    key = hashlib.sha256(json.dumps([facts["python"], tags, sorted(requirements)]).encode()).hexdigest()[:12]
+    site = cache / f"site-py{facts['python']}-{facts['machine']}-{key}"
+    if (site / ".edgecnn-complete").is_file():
+        return site
+    wheels = cache / f"wheels-py{facts['python']}-{facts['machine']}-{key}"
+    log(f"pip download {' '.join(requirements)} for {facts['machine']} Python {facts['python']}")
+    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet", "--only-binary=:all:",
+           "--python-version", facts["python"], "--implementation", "cp", "--dest", str(wheels)]
+    for tag in tags:
+        cmd += ["--platform", tag]
+    run(cmd + requirements, timeout=1800)
+    files = sorted(wheels.glob("*.whl"))
+    names = {re.split(r"-\d", f.name, maxsplit=1)[0].lower().replace("_", "-") for f in files}
+    leaked = sorted(names & set(FORBIDDEN))
+    if leaked:
+        raise CheckError(f"the runtime install for {facts['machine']} pulls {', '.join(leaked)}: fix the "
+                         "dependencies in pyproject.toml")
+    staging = site.with_name(site.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for wheel in files:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(staging)
+            for info in archive.infolist():  # zipfile drops the executable bit, which shared libraries may need
+                mode = info.external_attr >> 16
+                if mode & 0o111:
+                    os.chmod(staging / info.filename, mode & 0o777)
+    (staging / ".edgecnn-complete").write_text("\n".join(f.name for f in files) + "\n")
+    if site.exists():
+        shutil.rmtree(site)
+    staging.rename(site)
+    shutil.rmtree(wheels)
+    return site
+
+
+# ------------------------------------------------------------------------------------------------------ the runs
+
+@dataclass
+class Case:
+    export: Path
+    task: str
+    fmt: str
+    args: list[str]
+
+
+def find_cases(exports: list[Path], formats: list[str] | None) -> list[Case]:
+    """One case per export and format: the CLI arguments that run that export's shipped samples."""
+    cases = []
+    for export in exports:
+        manifest_path = export / "edgecnn.json"
+        if not manifest_path.is_file():
+            raise CheckError(f"{export} has no edgecnn.json; run 'make export' first")
+        manifest = json.loads(manifest_path.read_text())
+        samples = export / ((manifest.get("samples") or {}).get("folder") or "samples")
+        if not samples.is_dir():
+            raise CheckError(f"{export} has no samples folder ({samples}); re-run the export")
+        if manifest["task"] == "text-classification":
+            texts = sorted(samples.glob("*.txt"))
+            if not texts:
+                raise CheckError(f"{samples} holds no .txt samples")
+            inputs = [a for path in texts for a in ("--text-file", str(path))]
+        else:
+            inputs = [str(samples)]
+        for fmt in manifest["files"]:
+            if formats is None or fmt in formats:
+                cases.append(Case(export, manifest["task"], fmt, ["--model", str(export), "--format", fmt,
+                                                                   "--json", *inputs]))
+    return cases
+
+
+def infer(prefix: list[str], case: Case, env: dict) -> tuple[dict[str, dict], float]:
+    """Run ``edgecnn infer --json`` for one case; results keyed by input, and the wall time."""
+    start = time.perf_counter()
+    result = subprocess.run([*prefix, "-m", "edgecnn.cli", "infer", *case.args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=1800)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if "error" in line.lower()] or \
+            result.stderr.strip().splitlines()[-5:]
+        raise CheckError(f"{' '.join(prefix[:1])} infer {case.export.name} {case.fmt} exited "
+                         f"{result.returncode}: {' | '.join(errors)}")
+    results = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("{"):
+            data = json.loads(line)
+            results[data["input"]] = data
+    return results, elapsed
+
+
+# ---------------------------------------------------------------------------------------------- the comparison
+
+@dataclass
+class Comparison:
+    n: int = 0
+    same_top1: int = 0
+    max_score_diff: float = 0.0
+    max_box_diff: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+def _box(detection: dict) -> list[float]:
+    for key in ("box", "bbox", "bounding_box"):
+        if key in detection:
+            value = detection[key]
+            return [float(v) for v in (value.values() if isinstance(value, dict) else value)]
+    raise CheckError(f"a detection without a box: {detection}")
+
+
+def compare(host: dict[str, dict], guest: dict[str, dict], exact: bool, tolerance: float = 1e-4,
+            box_tolerance: float = 1.0) -> Comparison:
+    """Compare the JSON results of two runs of the same inputs.
+
+    Classification: the same top-1 label for every input and, when ``exact`` (fp32 files), every reported score
+    within ``tolerance``. Detection: the same number of detections, matched in order (both sides sort by score),
+    with the same labels and every box coordinate within ``box_tolerance`` pixels; scores are compared like
+    classification scores.
+    """
+    outcome = Comparison(n=len(host))
+    for name in sorted(set(host) | set(guest)):
+        if name not in guest or name not in host:
+            outcome.problems.append(f"{name}: result only on {'x86-64' if name in host else 'arm64'}")
+            continue
+        a, b = host[name], guest[name]
+        if "detections" in a or "detections" in b:
+            da, db = a.get("detections", []), b.get("detections", [])
+            if [d["label"] for d in da] == [d["label"] for d in db]:
+                outcome.same_top1 += 1
+            else:
+                outcome.problems.append(f"{name}: detections {[d['label'] for d in da]} vs "
+                                        f"{[d['label'] for d in db]}")
+                continue
+            for x, y in zip(da, db):
+                box_diff = max(abs(p - q) for p, q in zip(_box(x), _box(y)))
+                outcome.max_box_diff = max(outcome.max_box_diff, box_diff)
+                outcome.max_score_diff = max(outcome.max_score_diff, abs(x["score"] - y["score"]))
+                if box_diff > box_tolerance:
+                    outcome.problems.append(f"{name}: {x['label']} box {_box(x)} vs {_box(y)}")
+                if exact and abs(x["score"] - y["score"]) > tolerance:
+                    outcome.problems.append(f"{name}: {x['label']} score {x['score']} vs {y['score']}")
+            continue
+        pa, pb = a["predictions"], b["predictions"]
+        if pa[0]["label"] == pb[0]["label"]:
+            outcome.same_top1 += 1
+        else:
+            outcome.problems.append(f"{name}: top-1 {pa[0]['label']} vs {pb[0]['label']}")
+        scores_b = {p["label"]: p["score"] for p in pb}
+        for p in pa:
+            if p["label"] in scores_b:
+                diff = abs(p["score"] - scores_b[p["label"]])
+                outcome.max_score_diff = max(outcome.max_score_diff, diff)
+                if exact and diff > tolerance:
+                    outcome.problems.append(f"{name}: p({p['label']}) {p['score']} vs {scores_b[p['label']]}")
+    return outcome
+
+
+def format_table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exports", nargs="*", type=Path,
+                        help="export folders (default: every exported/*/ with an edgecnn.json)")
+    parser.add_argument("--formats", help="comma-separated subset of formats (default: every file of each export)")
+    parser.add_argument("--cache", type=Path, default=REPO / ".pi-cache", help="where the userland and wheels live")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest fp32 score difference allowed")
+    parser.add_argument("--box-tolerance", type=float, default=1.0, help="largest box difference, pixels")
+    parser.add_argument("--smoke-only", action="store_true",
+                        help="build the userland and wheels, import the runtimes under emulation, stop")
+    parser.add_argument("--json-out", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    timings = {}
+    try:
+        exports = args.exports if args.exports is not None else sorted(
+            p.parent for p in (REPO / "exported").glob("*/edgecnn.json"))
+        if not exports and not args.smoke_only:
+            raise CheckError("no exports under exported/; run 'make export' (or pass --exports DIR)")
+        cases = find_cases([Path(e).resolve() for e in exports],
+                           args.formats.split(",") if args.formats else None) if exports else []
+
+        t = time.perf_counter()
+        root = build_userland(args.cache.resolve())
+        facts = guest_facts(root)
+        timings["userland"] = time.perf_counter() - t
+        log(f"userland {root}: Python {facts['full']} ({facts['machine']}, glibc {facts['glibc']})")
+
+        t = time.perf_counter()
+        requirements = target_requirements(facts)
+        site = install_wheels(args.cache.resolve(), facts, requirements)
+        timings["wheels"] = time.perf_counter() - t
+
+        guest_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+                     "LANG": "C.UTF-8", "PYTHONPATH": f"{site}{os.pathsep}{REPO}", "PYTHONNOUSERSITE": "1"}
+        smoke = ("import importlib.metadata as m, platform, numpy, PIL, onnxruntime; "
+                 "from ai_edge_litert.interpreter import Interpreter; "
+                 "print(platform.machine(), *(f'{d}={m.version(d)}' for d in "
+                 "('numpy', 'pillow', 'onnxruntime', 'ai-edge-litert')))")
+        t = time.perf_counter()
+        probe = subprocess.run(guest_command(root, "-c", smoke), env=guest_env, capture_output=True, text=True,
+                               timeout=300)
+        if probe.returncode != 0:
+            raise CheckError(f"the runtimes do not import under emulation (exit {probe.returncode}): "
+                             f"{' | '.join(probe.stderr.strip().splitlines()[-3:])}")
+        timings["import"] = time.perf_counter() - t
+        log(f"under qemu: {probe.stdout.strip()} (imports took {timings['import']:.1f} s)")
+        if args.smoke_only:
+            log(f"smoke test passed in {time.perf_counter() - started:.0f} s")
+            return 0
+
+        host_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        rows = [["export", "format", "inputs", "same top-1", "max |Δscore|", "max Δbox px", "x86-64 s", "arm64 s",
+                 "result"]]
+        report, failed = [], 0
+        for case in cases:
+            exact = not case.fmt.endswith("int8")
+            host, host_s = infer([sys.executable], case, host_env)
+            guest, guest_s = infer(guest_command(root), case, guest_env)
+            outcome = compare(host, guest, exact, args.tolerance, args.box_tolerance)
+            if outcome.n == 0:
+                outcome.problems.append("no results at all")
+            ok = not outcome.problems
+            failed += not ok
+            rows.append([case.export.name, case.fmt, outcome.n, f"{outcome.same_top1}/{outcome.n}",
+                         f"{outcome.max_score_diff:.1e}",
+                         f"{outcome.max_box_diff:.2f}" if case.task == "object-detection" else "-",
+                         f"{host_s:.1f}", f"{guest_s:.1f}", "ok" if ok else "MISMATCH"])
+            report.append({"export": str(case.export), "format": case.fmt, "n": outcome.n,
+                           "same_top1": outcome.same_top1, "max_score_diff": outcome.max_score_diff,
+                           "max_box_diff": outcome.max_box_diff, "host_seconds": host_s, "arm64_seconds": guest_s,
+                           "problems": outcome.problems})
+            for problem in outcome.problems[:10]:
+                log(f"{case.export.name} {case.fmt}: {problem}")
+        timings["total"] = time.perf_counter() - started
+        print(format_table(rows))
+        print(f"\narm64 = qemu-aarch64 -cpu {QEMU_CPU}, Debian {SUITE} Python {facts['full']}; "
+              f"fp32 scores within {args.tolerance:g}, int8 same top-1, boxes within {args.box_tolerance:g} px")
+        print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+        if args.json_out:
+            args.json_out.write_text(json.dumps({"cases": report, "timings": timings, "guest": facts,
+                                                 "requirements": requirements}, indent=2))
+        if failed:
+            print(f"pi-check: {failed} of {len(cases)} runs differ between x86-64 and arm64", file=sys.stderr)
+            return 1
+        print(f"pi-check: all {len(cases)} runs agree")
+        return 0
+    except CheckError as exc:
+        print(f"pi-check: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
