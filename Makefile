@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-train-tflite-dev
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q
-EPOCHS ?= 30
+EPOCHS ?= 60
 
 .PHONY: install demo test test-fast export export-digits export-text export-detector bench lint pi-check clean
 
@@ -20,7 +20,7 @@ install: $(STAMP)
 
 ## demo: train the seed CNN on digits, export every format with parity, classify the samples
 demo: install
-	$(BIN)/edgecnn train --dataset digits --model seed-cnn --epochs $(EPOCHS) --out runs/digits-cnn
+	$(BIN)/edgecnn train --dataset digits --model seed-cnn --epochs $(EPOCHS) --patience 10 --out runs/digits-cnn
 	$(BIN)/edgecnn export runs/digits-cnn/model.keras --out runs/digits-cnn/export
 	$(BIN)/edgecnn infer runs/digits-cnn/export/samples --model runs/digits-cnn/export
 
@@ -36,7 +36,7 @@ test-fast: install
 export: export-digits
 
 export-digits: install
-	$(BIN)/edgecnn train --dataset digits --model seed-cnn --epochs $(EPOCHS) --seed 0 --out runs/digits-cnn
+	$(BIN)/edgecnn train --dataset digits --model seed-cnn --epochs $(EPOCHS) --patience 10 --seed 0 --out runs/digits-cnn
 	$(BIN)/edgecnn export runs/digits-cnn/model.keras --out exported/digits-cnn
 
 ## lint: ruff over the package and the tests

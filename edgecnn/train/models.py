@@ -103,9 +103,9 @@ def lenet5(input_shape, num_classes):
     else:
         x = inputs
     x = layers.Conv2D(6, 5, activation="tanh")(x)
-    x = layers.AveragePooling2D()(x)
+    x = layers.AveragePooling2D(2)(x)
     x = layers.Conv2D(16, 5, activation="tanh")(x)
-    x = layers.AveragePooling2D()(x)
+    x = layers.AveragePooling2D(2)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(120, activation="tanh")(x)
     x = layers.Dense(84, activation="tanh")(x)
