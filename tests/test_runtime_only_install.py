@@ -1,0 +1,31 @@
+"""`pip install .` alone gives a working `edgecnn infer` with no TensorFlow anywhere in the environment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_runtime_only_venv_labels_the_samples(tmp_path, digits_export):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", str(ROOT)], check=True, capture_output=True, timeout=900)
+    installed = subprocess.run([*pip, "list", "--format", "json"], check=True, capture_output=True, text=True)
+    names = {p["name"].lower() for p in json.loads(installed.stdout)}
+    assert "onnxruntime" in names
+    assert not names & {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "scikit-learn"}
+    result = subprocess.run([str(venv / "bin" / "edgecnn"), "infer", str(digits_export / "samples"), "--json"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) >= 10
+    for line in lines:
+        assert line["predictions"][0]["label"] == line["input"].rsplit("/", 1)[-1].rsplit("-", 1)[0]
