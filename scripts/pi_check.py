@@ -69,7 +69,7 @@ def log(message: str) -> None:
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Run a command, raising CheckError with the tail of its output when it fails."""
-    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise CheckError(f"{' '.join(cmd[:4])} ... failed (exit {result.returncode}):\n{tail}")
@@ -165,7 +165,6 @@ def guest_facts(root: Path) -> dict:
 def target_requirements(facts: dict, pyproject: Path = REPO / "pyproject.toml", extras=EXTRAS) -> list[str]:
     """edgecnn's runtime requirements (plus ``extras``) whose markers hold on the emulated Pi, markers stripped."""
     import tomllib
-
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
 
@@ -266,7 +265,7 @@ def find_cases(exports: list[Path], formats: list[str] | None) -> list[Case]:
 def infer(prefix: list[str], case: Case, env: dict) -> tuple[dict[str, dict], float]:
     """Run ``edgecnn infer --json`` for one case; results keyed by input, and the wall time."""
     start = time.perf_counter()
-    result = subprocess.run([*prefix, "-m", "edgecnn.cli", "infer", *case.args], cwd=REPO, env=env,
+    result = subprocess.run([*prefix, "-m", "edgecnn.cli", "infer", *case.args], check=False, cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=1800)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
@@ -398,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                  "print(platform.machine(), *(f'{d}={m.version(d)}' for d in "
                  "('numpy', 'pillow', 'onnxruntime', 'ai-edge-litert')))")
         t = time.perf_counter()
-        probe = subprocess.run(guest_command(root, "-c", smoke), env=guest_env, capture_output=True, text=True,
+        probe = subprocess.run(guest_command(root, "-c", smoke), check=False, env=guest_env, capture_output=True, text=True,
                                timeout=300)
         if probe.returncode != 0:
             raise CheckError(f"the runtimes do not import under emulation (exit {probe.returncode}): "
