@@ -11,6 +11,7 @@ the defaults keep it near 250k weights, about 1 MB as fp32 and 0.25 MB as int8 p
 
 from __future__ import annotations
 
+from ..errors import InputError
 from . import text_fit  # noqa: F401  (registers the text-classification trainer)
 from .models import _classifier_head, _keras, register_model
 
@@ -44,11 +45,14 @@ def text_cnn(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: in
                 "Kim (2014): parallel Conv1D widths 3,4,5, max-over-time, dropout; -o vocab_size, embedding_dim, "
                 "sequence_length, filters, dropout, embedding_dropout")
 def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: int = 32, filters: int = 64,
-                   kernel_sizes=(3, 4, 5), dropout: float = 0.5, embedding_dropout: float = 0.2, **_ignored):
+                   kernel_sizes=(3, 4, 5), dropout: float = 0.5, embedding_dropout: float = 0.2,
+                   pooling: str = "max", **_ignored):
     """Several n-gram detectors side by side; dropout on whole embedding channels and on the pooled features.
 
     ``SpatialDropout1D`` drops entire embedding dimensions during training (a word-independent regularizer that
-    helps on a corpus of 1.5k documents); both dropouts are identities in the exported graph.
+    helps on a corpus of 1.5k documents); both dropouts are identities in the exported graph. ``pooling="max+mean"``
+    adds the mean over time of each branch to its max: "how much of the text is about this" besides "does this
+    phrase occur", which suits topic classification of long documents.
     """
     keras = _keras()
     layers = keras.layers
@@ -61,6 +65,10 @@ def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_d
     for k in kernel_sizes:
         branch = layers.Conv1D(int(filters), int(k), activation="relu", name=f"conv{k}")(x)
         pooled.append(layers.GlobalMaxPooling1D(name=f"max_over_time{k}")(branch))
+        if pooling == "max+mean":
+            pooled.append(layers.GlobalAveragePooling1D(name=f"mean_over_time{k}")(branch))
+        elif pooling != "max":
+            raise InputError(f"pooling {pooling!r} is not known; use max or max+mean")
     x = layers.Concatenate(name="features")(pooled) if len(pooled) > 1 else pooled[0]
     if dropout:
         x = layers.Dropout(float(dropout), name="dropout")(x)
