@@ -40,6 +40,5 @@ def reference_report(manifest: dict) -> dict:
         line = tfidf_reference(splits.x_train, splits.y_train, x_test, y_test)
     except MissingDependencyError as exc:
         return {"notes": [f"TF-IDF reference line skipped: {exc}"]}
-    return {"tfidf_reference": line,
-            "notes": [f"reference: {line['method']}: accuracy {line['accuracy']:.4f} on the same split "
-                      f"(n={line['n']})"]}
+    note = f"reference: {line['method']}: accuracy {line['accuracy']:.4f} on the same split (n={line['n']})"
+    return {"tfidf_reference": line, "notes": [note]}
