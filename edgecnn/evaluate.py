@@ -61,6 +61,24 @@ SCORERS["text-classification"] = _accuracy
 COMPARERS["text-classification"] = _compare_probabilities
 
 
+def _detection_map(manifest, outputs, targets) -> dict:
+    """mAP@0.5 and mAP@[.5:.95] by pycocotools (train extra) after the runtime's own decoding."""
+    from .train.detection_metrics import score_outputs
+
+    return score_outputs(manifest, outputs, targets)
+
+
+def _compare_detections(outputs, reference) -> dict:
+    from .train.detection_metrics import compare_outputs
+
+    return compare_outputs(outputs, reference)
+
+
+INPUT_BUILDERS["object-detection"] = _image_inputs
+SCORERS["object-detection"] = _detection_map
+COMPARERS["object-detection"] = _compare_detections
+
+
 def run_batched(task: Task, inputs: np.ndarray, batch_size: int = 64) -> list[np.ndarray]:
     """All outputs of ``task`` for ``inputs``, run ``batch_size`` at a time and concatenated per output."""
     chunks = [task.outputs(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]

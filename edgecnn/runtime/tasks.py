@@ -299,6 +299,138 @@ def load_tokenizer(manifest: manifest_io.Manifest) -> text_io.Tokenizer:
     return text_io.Tokenizer.from_manifest_section(section, vocabulary)
 
 
+@dataclass(frozen=True)
+class Detection:
+    """One detected object: its class label, score and box (x0, y0, x1, y1) in the original image's pixels."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    index: int = -1
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "score": round(float(self.score), 4),
+                "box": [round(float(v), 2) for v in self.box]}
+
+
+@dataclass
+class DetectionResult:
+    """The detections in one image, best first; an empty list is a valid answer ("nothing found")."""
+
+    detections: list[Detection]
+    input: str | None = None
+    image_size: tuple[int, int] | None = None  # (width, height) of the original image
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+    def __iter__(self):
+        return iter(self.detections)
+
+    def __str__(self) -> str:
+        found = ", ".join(f"{d.label} {d.score:.2f} [{', '.join(f'{v:.0f}' for v in d.box)}]"
+                          for d in self.detections)
+        return f"{self.input or '<input>'}: {len(self.detections)} detection(s){'  ' + found if found else ''}"
+
+    def to_dict(self) -> dict:
+        return {"input": self.input, "detections": [d.to_dict() for d in self.detections]}
+
+    def draw(self, image: image_io.ImageSource | None = None):
+        """A PIL RGB copy of the image (``image``, else the input path) with boxes, labels and scores drawn."""
+        from .detection import draw_detections
+
+        source = image if image is not None else self.input
+        if source is None:
+            raise InputError("this result has no input path to draw on; pass the image to draw()")
+        return draw_detections(image_io.to_mode(image_io.open_image(source), "RGB"), self.detections)
+
+    def save(self, image: image_io.ImageSource | None, path: str | os.PathLike) -> str:
+        """Draw the detections on ``image`` (None: the input path) and save the drawing to ``path`` (PNG, JPEG...)."""
+        from pathlib import Path
+
+        target = Path(path)
+        if not target.suffix:
+            target = target.with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.draw(image).save(target)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot write {target} ({exc}); choose a writable .png or .jpg path") from None
+        return str(target)
+
+
+class ObjectDetector(Task):
+    """Find objects in images: a path, bytes, PIL image or uint8 array in; a :class:`DetectionResult` out.
+
+    The model gives raw head tensors; :mod:`edgecnn.runtime.detection` decodes them (threshold, class-wise NMS)
+    the same way for every format, and maps boxes back to the original image's pixels whatever its size.
+
+    Example::
+
+        detector = ObjectDetector("exported/digit-detector", format="tflite-int8")
+        result = detector.detect("scene.png", threshold=0.4)
+        for d in result.detections:
+            print(d.label, d.score, d.box)
+        result.save("scene.png", "scene-boxes.png")
+    """
+
+    task = "object-detection"
+
+    def __init__(self, model, format: str | None = None, threads: int | None = None):
+        super().__init__(model, format=format, threads=threads)
+        from . import detection
+
+        section = self.manifest.get("detection")
+        if not isinstance(section, dict) or section.get("box_encoding") != detection.BOX_ENCODING:
+            raise ModelError(f"{self.manifest.folder}/{manifest_io.MANIFEST_NAME} has no 'detection' section with "
+                             f"box_encoding {detection.BOX_ENCODING!r}; re-export it with this edgecnn")
+        self.spec = detection.DecodeSpec.from_section(section)
+        names = [o["name"] for o in self.manifest["outputs"]]
+        self._boxes, self._scores = names.index("boxes"), names.index("scores")
+
+    @property
+    def threshold(self) -> float:
+        """The default score threshold (the manifest's)."""
+        return self.spec.score_threshold
+
+    def preprocess(self, image: image_io.ImageSource) -> tuple[np.ndarray, tuple[int, int]]:
+        """One image -> (1xHxWxC float32 model input, original (width, height))."""
+        prep = self.manifest["preprocessing"]
+        pixels, size = image_io.load_pixels(image, prep)
+        return image_io.pixels_to_input(pixels[None], prep), size
+
+    def decode(self, outputs: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None,
+               threshold: float | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Raw outputs of a batch -> per image (boxes, scores, class indices), boxes in original pixels."""
+        from .detection import decode_batch
+
+        return decode_batch(outputs[self._boxes], outputs[self._scores], self.spec, sizes, threshold)
+
+    def _result(self, decoded, source, size) -> DetectionResult:
+        labels = self.labels
+        boxes, scores, classes = decoded
+        detections = [Detection(labels[c] if c < len(labels) else str(int(c)), float(s),
+                                tuple(float(v) for v in b), int(c)) for b, s, c in zip(boxes, scores, classes)]
+        return DetectionResult(detections, _describe(source), tuple(size))
+
+    def detect(self, image: image_io.ImageSource, threshold: float | None = None) -> DetectionResult:
+        """Detect objects in one image; ``threshold`` overrides the manifest's default score threshold."""
+        inputs, size = self.preprocess(image)
+        return self._result(self.decode(self.run(inputs), [size], threshold)[0], image, size)
+
+    def detect_batch(self, images: Sequence[image_io.ImageSource], threshold: float | None = None,
+                     batch_size: int = 32) -> list[DetectionResult]:
+        """Detect in many images, ``batch_size`` per model call; a bad image raises InputError naming it."""
+        results: list[DetectionResult] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            prepared = [self.preprocess(item) for item in chunk]
+            sizes = [size for _, size in prepared]
+            decoded = self.decode(self.run(np.concatenate([x for x, _ in prepared])), sizes, threshold)
+            results.extend(self._result(d, item, size) for d, item, size in zip(decoded, chunk, sizes))
+        return results
+
+
 def _describe(source) -> str | None:
     return str(source) if isinstance(source, (str, os.PathLike)) else None
 
@@ -306,6 +438,7 @@ def _describe(source) -> str | None:
 TASK_CLASSES: dict[str, type[Task]] = {
     ImageClassifier.task: ImageClassifier,
     TextClassifier.task: TextClassifier,
+    ObjectDetector.task: ObjectDetector,
 }
 
 
@@ -332,4 +465,5 @@ def iter_image_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
     return expanded
 
 
-__all__ = ["Category", "Classification", "ImageClassifier", "TextClassifier", "Task", "load", "asdict"]
+__all__ = ["Category", "Classification", "Detection", "DetectionResult", "ImageClassifier", "ObjectDetector",
+           "TextClassifier", "Task", "load", "asdict"]

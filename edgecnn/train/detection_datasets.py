@@ -79,15 +79,16 @@ def _ink_colour(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def make_scene(photos: list[np.ndarray], digits: np.ndarray, classes: np.ndarray, rng: np.random.Generator,
                size: int = 128, min_digits: int = 1, max_digits: int = 5, min_px: int = 12,
-               max_px: int = 48) -> tuple[np.ndarray, dict]:
+               max_px: int = 48, ids: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """One scene: a photograph crop with ``min_digits``..``max_digits`` digits drawn from ``digits`` pasted on it.
 
     Each digit is ``min_px``..``max_px`` pixels tall (width within 20 % of that), of a colour that stands out from
     what lies under it, placed where it overlaps earlier digits by IoU <= ``MAX_OVERLAP_IOU``; its box is tight to
-    the ink (opacity >= ``INK_THRESHOLD``), not to the pasted square.
+    the ink (opacity >= ``INK_THRESHOLD``), not to the pasted square. The annotation's ``digit_ids`` records
+    which digits were used (``ids[pick]``, by default positions in ``digits``): the provenance tests check.
     """
     canvas = _background(photos, size, rng)
-    boxes, labels = [], []
+    boxes, labels, used = [], [], []
     for _ in range(int(rng.integers(min_digits, max_digits + 1))):
         pick = int(rng.integers(len(digits)))
         height = int(rng.integers(min_px, max_px + 1))
@@ -112,7 +113,9 @@ def make_scene(photos: list[np.ndarray], digits: np.ndarray, classes: np.ndarray
         canvas[ys, xs] = region * (1.0 - a) + _ink_colour(region, rng) * a
         boxes.append(box)
         labels.append(int(classes[pick]))
-    annotation = {"boxes": np.array(boxes, np.float32).reshape(-1, 4), "labels": np.array(labels, np.int64)}
+        used.append(int(ids[pick]) if ids is not None else pick)
+    annotation = {"boxes": np.array(boxes, np.float32).reshape(-1, 4), "labels": np.array(labels, np.int64),
+                  "digit_ids": np.array(used, np.int64)}
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), annotation
 
 
@@ -123,11 +126,12 @@ def sample_photographs() -> list[np.ndarray]:
 
 
 def make_scenes(count: int, digits: np.ndarray, classes: np.ndarray, seed: int, stream: int,
-                photos: list[np.ndarray] | None = None, **scene_options) -> tuple[np.ndarray, list[dict]]:
+                photos: list[np.ndarray] | None = None, ids: np.ndarray | None = None,
+                **scene_options) -> tuple[np.ndarray, list[dict]]:
     """``count`` scenes from one seeded random stream (``stream`` keeps the splits' streams independent)."""
     photos = photos if photos is not None else sample_photographs()
     rng = np.random.default_rng([seed, stream])
-    scenes = [make_scene(photos, digits, classes, rng, **scene_options) for _ in range(count)]
+    scenes = [make_scene(photos, digits, classes, rng, ids=ids, **scene_options) for _ in range(count)]
     size = scene_options.get("size", 128)
     images = np.stack([s[0] for s in scenes]) if scenes else np.zeros((0, size, size, 3), np.uint8)
     return images, [s[1] for s in scenes]
@@ -154,7 +158,7 @@ def _load_digit_scenes(seed: int = 0, train: int = 6000, val: int = 500, test: i
     images, classes, train_idx, val_idx, test_idx = digit_split_indices(seed)
     photos = sample_photographs()
     options = {"size": size, "min_px": min_px, "max_px": max_px, "max_digits": max_digits}
-    parts = [make_scenes(int(n), images[idx], classes[idx], seed, stream, photos, **options)
+    parts = [make_scenes(int(n), images[idx], classes[idx], seed, stream, photos, ids=idx, **options)
              for stream, (n, idx) in enumerate(((train, train_idx), (val, val_idx), (test, test_idx)))]
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = parts
     return Splits("digit-scenes", "object-detection", list(DIGIT_LABELS), x_train, y_train, x_val, y_val,

@@ -90,3 +90,42 @@ def map_of_outputs(boxes_raw: np.ndarray, scores: np.ndarray, annotations: Seque
     spec = DecodeSpec.from_section(section)
     predictions = decode_batch(boxes_raw, scores, spec, threshold=METRIC_SCORE_THRESHOLD)
     return mean_average_precision(annotations, predictions, labels, [spec.input_size] * len(annotations))
+
+
+def _named(manifest: dict, outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    names = [o["name"] for o in manifest["outputs"]]
+    return outputs[names.index("boxes")], outputs[names.index("scores")]
+
+
+def score_outputs(manifest: dict, outputs: Sequence[np.ndarray], annotations: Sequence[dict]) -> dict:
+    """The ``SCORERS`` entry for detection: mAP of raw outputs against the held-out annotations."""
+    boxes, scores = _named(manifest, outputs)
+    return map_of_outputs(boxes, scores, annotations, manifest["labels"], manifest["detection"])
+
+
+def compare_outputs(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray],
+                    threshold: float = 0.4) -> dict:
+    """How far an exported file's raw outputs are from the reference's, and whether they find the same boxes.
+
+    ``max_abs_diff`` is over every raw value of both tensors. For the boxes kept at ``threshold`` (the default
+    score threshold) in the reference: ``agreement`` is the fraction matched by a box of the same class with IoU
+    >= 0.5, ``min_box_iou`` the worst best-match IoU (0 when a box is missing). Boxes are compared in grid units,
+    which leaves IoU unchanged, so the stride is not needed. Outputs are in the manifest order (boxes, scores).
+    """
+    from ..runtime.detection import DecodeSpec, decode, iou_matrix
+
+    diff = max(float(np.max(np.abs(o - r))) if o.size else 0.0 for o, r in zip(outputs, reference))
+    (boxes, scores), (ref_boxes, ref_scores) = outputs[:2], reference[:2]
+    rows, cols = scores.shape[1:3]
+    spec = DecodeSpec(stride=1, grid=(rows, cols), input_size=(cols, rows), score_threshold=threshold)
+    matched, total, worst = 0, 0, 1.0
+    for b, s, rb, rs in zip(boxes, scores, ref_boxes, ref_scores):
+        mine, ref = decode(b, s, spec), decode(rb, rs, spec)
+        for box, cls in zip(ref[0], ref[2]):
+            total += 1
+            same = mine[0][mine[2] == cls]
+            best = float(iou_matrix(box[None], same).max()) if len(same) else 0.0
+            worst = min(worst, best)
+            matched += best >= 0.5
+    return {"agreement": matched / total if total else 1.0, "min_box_iou": worst if total else 1.0,
+            "max_abs_diff": diff}

@@ -1,0 +1,168 @@
+"""The digit-scenes and coco datasets, the mAP helper and the target encoding (no model training)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgecnn.errors import InputError
+from edgecnn.train import detection_datasets as dd
+from edgecnn.train.datasets import load_dataset
+
+pytest.importorskip("sklearn")
+
+SMALL = {"train": 12, "val": 4, "test": 6}
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return load_dataset("digit-scenes", seed=3, **SMALL)
+
+
+def test_same_seed_gives_the_same_scenes(scenes):
+    again = load_dataset("digit-scenes", seed=3, **SMALL)
+    for split in ("train", "val", "test"):
+        x1, y1 = scenes.split(split)
+        x2, y2 = again.split(split)
+        np.testing.assert_array_equal(x1, x2)
+        for a, b in zip(y1, y2):
+            np.testing.assert_array_equal(a["boxes"], b["boxes"])
+            np.testing.assert_array_equal(a["labels"], b["labels"])
+
+
+def test_another_seed_gives_other_scenes(scenes):
+    other = load_dataset("digit-scenes", seed=4, **SMALL)
+    assert not np.array_equal(scenes.x_train, other.x_train)
+
+
+def test_scenes_have_the_documented_shape_and_annotations(scenes):
+    assert scenes.task == "object-detection" and scenes.labels == [str(i) for i in range(10)]
+    assert scenes.x_train.shape == (12, 128, 128, 3) and scenes.x_train.dtype == np.uint8
+    assert len(scenes.y_test) == 6
+    for annotation in scenes.y_train + scenes.y_test:
+        boxes, labels = annotation["boxes"], annotation["labels"]
+        assert 1 <= len(labels) <= 5 and boxes.shape == (len(labels), 4)
+        assert np.all(boxes[:, :2] >= 0) and np.all(boxes[:, 2:] <= 128)
+        heights = boxes[:, 3] - boxes[:, 1]
+        assert np.all(heights <= 48) and np.all(heights >= 4)
+        assert set(labels.tolist()) <= set(range(10))
+    assert scenes.preprocessing["color_mode"] == "RGB" and scenes.preprocessing["width"] == 128
+
+
+def test_train_scenes_use_train_digits_and_test_scenes_test_digits(scenes):
+    _, _, train_idx, val_idx, test_idx = dd.digit_split_indices(3)
+    used_train = np.concatenate([a["digit_ids"] for a in scenes.y_train])
+    used_test = np.concatenate([a["digit_ids"] for a in scenes.y_test])
+    used_val = np.concatenate([a["digit_ids"] for a in scenes.y_val])
+    assert np.isin(used_train, train_idx).all() and not np.isin(used_train, test_idx).any()
+    assert np.isin(used_test, test_idx).all() and not np.isin(used_test, train_idx).any()
+    assert np.isin(used_val, val_idx).all()
+
+
+def test_boxes_are_tight_to_the_ink():
+    """Paste one digit on a flat background: the box must be the bounding box of the changed pixels."""
+    flat = [np.full((200, 200, 3), 128, np.uint8)]
+    digits, classes, *_ = dd.digit_split_indices(0)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        image, annotation = dd.make_scene(flat, digits, classes, rng, min_digits=1, max_digits=1)
+        changed = np.argwhere(np.abs(image.astype(int) - 128).max(axis=2) > 0.2 * 80)
+        (r0, c0), (r1, c1) = changed.min(axis=0), changed.max(axis=0) + 1
+        x0, y0, x1, y1 = annotation["boxes"][0]
+        assert abs(x0 - c0) <= 1 and abs(y0 - r0) <= 1 and abs(x1 - c1) <= 1 and abs(y1 - r1) <= 1
+
+
+def test_pasted_digits_overlap_a_little_at_most(scenes):
+    for annotation in scenes.y_train:
+        boxes = annotation["boxes"]
+        for i in range(len(boxes)):
+            assert dd.box_iou(boxes[i], np.delete(boxes, i, axis=0)).max(initial=0) <= dd.MAX_OVERLAP_IOU + 1e-6
+
+
+def test_bad_split_sizes_are_refused():
+    with pytest.raises(InputError, match="at least 1"):
+        load_dataset("digit-scenes", train=0)
+
+
+# --- coco -----------------------------------------------------------------------------------------------------
+
+def write_coco(folder, n=5):
+    images, annotations = [], []
+    for k in range(n):
+        Image.new("RGB", (200, 100), (k * 20, 0, 0)).save(folder / f"im{k}.jpg")
+        images.append({"id": 10 + k, "file_name": f"im{k}.jpg", "width": 200, "height": 100})
+        annotations.append({"id": k + 1, "image_id": 10 + k, "category_id": 7, "bbox": [20, 10, 100, 50],
+                            "area": 5000, "iscrowd": 0})
+    annotations.append({"id": 99, "image_id": 10, "category_id": 3, "bbox": [0, 0, 10, 10], "iscrowd": 1})
+    coco = {"images": images, "annotations": annotations,
+            "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]}
+    path = folder / "annotations.json"
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def test_coco_dataset_scales_boxes_to_the_model_size(tmp_path):
+    path = write_coco(tmp_path)
+    splits = load_dataset("coco", seed=0, data=str(path), size=64)
+    assert splits.labels == ["cat", "dog"]
+    assert len(splits.y_train) + len(splits.y_val) + len(splits.y_test) == 5
+    assert splits.x_train.shape[1:] == (64, 64, 3)
+    annotation = splits.y_test[0]
+    np.testing.assert_allclose(annotation["boxes"], [[20 * 64 / 200, 10 * 64 / 100, 120 * 64 / 200, 60 * 64 / 100]])
+    assert annotation["labels"].tolist() == [1]  # "dog"; the crowd annotation is left out
+
+
+def test_coco_dataset_errors_are_one_line(tmp_path):
+    with pytest.raises(InputError, match="needs --data"):
+        load_dataset("coco")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_dataset("coco", data=str(bad))
+    (tmp_path / "wrong.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "nowhere.png"}],
+                                                     "categories": [{"id": 1, "name": "x"}]}))
+    with pytest.raises(InputError, match="cannot find"):
+        load_dataset("coco", data=str(tmp_path / "wrong.json"))
+
+
+# --- mAP by pycocotools -----------------------------------------------------------------------------------------
+
+def test_map_is_one_for_perfect_predictions_and_drops_for_wrong_ones():
+    pytest.importorskip("pycocotools")
+    from edgecnn.train.detection_metrics import mean_average_precision
+
+    truth = [{"boxes": np.array([[10, 10, 40, 50], [60, 60, 90, 100]], np.float32), "labels": np.array([1, 2])},
+             {"boxes": np.array([[0, 0, 30, 30]], np.float32), "labels": np.array([0])}]
+    perfect = [(a["boxes"], np.array([0.9] * len(a["labels"]), np.float32), a["labels"]) for a in truth]
+    sizes = [(128, 128)] * 2
+    assert mean_average_precision(truth, perfect, ["a", "b", "c"], sizes) == pytest.approx({"map50": 1.0, "map": 1.0})
+    shifted = [(a["boxes"] + np.array([8, 0, 8, 0], np.float32), s, c) for a, (_, s, c) in zip(truth, perfect)]
+    partial = mean_average_precision(truth, shifted, ["a", "b", "c"], sizes)
+    assert partial["map50"] == pytest.approx(1.0) and partial["map"] < 0.8
+    wrong_class = [(b, s, (c + 1) % 3) for b, s, c in perfect]
+    assert mean_average_precision(truth, wrong_class, ["a", "b", "c"], sizes)["map50"] == 0.0
+    empty = [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))] * 2
+    assert mean_average_precision(truth, empty, ["a", "b", "c"], sizes) == {"map50": 0.0, "map": 0.0}
+
+
+# --- target encoding --------------------------------------------------------------------------------------------
+
+def test_target_encoding_puts_a_peak_of_one_at_each_centre_cell():
+    tf = pytest.importorskip("tensorflow")
+    from edgecnn.train.detection_models import encode_targets, pad_annotations
+
+    annotations = [{"boxes": np.array([[8, 8, 40, 24], [80, 64, 96, 112]], np.float32), "labels": np.array([3, 5])},
+                   {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}]
+    boxes, labels = pad_annotations(annotations)
+    targets = encode_targets(tf, tf.constant(boxes), tf.constant(labels), (32, 32), 4, 10)
+    heat, box_target = targets["scores"].numpy(), targets["boxes"].numpy()
+    assert heat.shape == (2, 32, 32, 10) and box_target.shape == (2, 32, 32, 5)
+    peaks = np.argwhere(heat[0] == 1.0)
+    assert sorted(map(tuple, peaks.tolist())) == [(4, 6, 3), (22, 22, 5)]  # centres (24, 16) and (88, 88)
+    assert heat[1].max() == 0.0 and box_target[1, ..., 4].max() == 0.0
+    np.testing.assert_allclose(box_target[0, 4, 6, :4], [8, 8, 40, 24])
+    weights = box_target[0, ..., 4]
+    assert weights.sum() == pytest.approx(2.0, rel=1e-5)  # each object's weights sum to 1
