@@ -49,6 +49,8 @@ QEMU_CPU = "cortex-a72"  # the Raspberry Pi 4's core
 TARGET_MACHINE = "aarch64"
 OLDEST_MANYLINUX = 17  # manylinux2014 == manylinux_2_17
 FORBIDDEN = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "tf-keras")
+RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "ai-edge-litert": "ai_edge_litert.interpreter",
+                   "tflite-runtime": "tflite_runtime.interpreter"}
 EXTRAS = ("tflite",)  # the runtime dependencies plus the LiteRT interpreter: both backends get exercised
 
 #: A Raspberry Pi 4 Model B's /proc/cpuinfo (64-bit kernel): four Cortex-A72 cores (ARM implementer 0x41,
@@ -392,13 +394,14 @@ def main(argv: list[str] | None = None) -> int:
 
         guest_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
                      "LANG": "C.UTF-8", "PYTHONPATH": f"{site}{os.pathsep}{REPO}", "PYTHONNOUSERSITE": "1"}
-        smoke = ("import importlib.metadata as m, platform, numpy, PIL, onnxruntime; "
-                 "from ai_edge_litert.interpreter import Interpreter; "
-                 "print(platform.machine(), *(f'{d}={m.version(d)}' for d in "
-                 "('numpy', 'pillow', 'onnxruntime', 'ai-edge-litert')))")
+        names = [re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0].lower() for r in requirements]
+        modules = [RUNTIME_MODULES[n] for n in names if n in RUNTIME_MODULES]
+        smoke = (f"import importlib, importlib.metadata as m, platform; [importlib.import_module(n) for n in "
+                 f"{['numpy', 'PIL.Image', *modules]!r}]; "
+                 f"print(platform.machine(), *(f'{{d}}={{m.version(d)}}' for d in {names!r}))")
         t = time.perf_counter()
-        probe = subprocess.run(guest_command(root, "-c", smoke), check=False, env=guest_env, capture_output=True, text=True,
-                               timeout=300)
+        probe = subprocess.run(guest_command(root, "-c", smoke), check=False, env=guest_env, capture_output=True,
+                               text=True, timeout=300)
         if probe.returncode != 0:
             raise CheckError(f"the runtimes do not import under emulation (exit {probe.returncode}): "
                              f"{' | '.join(probe.stderr.strip().splitlines()[-3:])}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -38,12 +39,27 @@ def _version(dist: str) -> str | None:
         return None
 
 
+#: pip package -> the top-level module it must provide.
+RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "ai-edge-litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime"}
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a blocked or half-removed package
+        return False
+
+
 def available_runtimes() -> dict[str, str]:
-    """Installed runtimes as {pip package: version}; importing nothing, so it is cheap."""
+    """Installed runtimes as {pip package: version}; importing nothing, so it is cheap.
+
+    A package counts only when its metadata *and* its module are there: a leftover .dist-info without the module
+    (or a module hidden on purpose) must not make the default format an .onnx file that then cannot be opened.
+    """
     found = {}
-    for dist in ("onnxruntime", "ai-edge-litert", "tflite-runtime"):
+    for dist, module in RUNTIME_MODULES.items():
         version = _version(dist)
-        if version:
+        if version and _importable(module):
             found[dist] = version
     return found
 
@@ -51,13 +67,28 @@ def available_runtimes() -> dict[str, str]:
 def _import_litert_interpreter():
     for module in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
         try:
-            return importlib.import_module(module).Interpreter
+            interpreter = importlib.import_module(module).Interpreter
         except ImportError:
             continue
+        if module.startswith("tflite_runtime"):
+            _check_tflite_runtime_numpy()
+        return interpreter
     raise MissingDependencyError(
         "running .tflite files needs the LiteRT interpreter; install it with: pip install 'edgecnn[tflite]' "
         "(ai-edge-litert), or 'pip install tflite-runtime' on 32-bit ARM"
     )
+
+
+def _check_tflite_runtime_numpy() -> None:
+    """tflite-runtime (last release 2.14) is built against NumPy 1.x: with NumPy 2 it imports, then its first
+    interpreter dies with a SystemError ("_ARRAY_API not found"). Say so before that happens."""
+    version = _version("tflite-runtime") or "0"
+    release = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if int(np.__version__.split(".")[0]) >= 2 and release < (2, 15):
+        raise MissingDependencyError(
+            f"tflite-runtime {version} only works with NumPy 1.x, but NumPy {np.__version__} is installed; "
+            "install it with: pip install 'numpy<2' (or use ai-edge-litert where it has wheels)"
+        )
 
 
 def _check_file(path: Path, kind: str) -> None:
