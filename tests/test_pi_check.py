@@ -1,0 +1,102 @@
+"""``make pi-check``: the comparison logic always, the emulated Raspberry Pi run on request.
+
+The full check builds an arm64 userland and downloads wheels on its first run (about 2-3 minutes, then cached in
+.pi-cache/), and needs root, debootstrap and qemu-user-static; it runs here when EDGECNN_PI_CHECK=1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+SCRIPT = ROOT / "scripts" / "pi_check.py"
+
+
+@pytest.fixture(scope="module")
+def pi_check():
+    spec = importlib.util.spec_from_file_location("pi_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pi_check"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _classification(*scores_by_input):
+    return {name: {"input": name, "predictions": [{"label": label, "score": score} for label, score in preds]}
+            for name, preds in scores_by_input}
+
+
+def test_compare_accepts_equal_results_and_tiny_fp32_noise(pi_check):
+    host = _classification(("a.png", [("7", 0.91), ("1", 0.05)]), ("b.png", [("3", 0.6), ("8", 0.3)]))
+    guest = _classification(("a.png", [("7", 0.91004), ("1", 0.05)]), ("b.png", [("3", 0.6), ("8", 0.3)]))
+    outcome = pi_check.compare(host, guest, exact=True, tolerance=1e-4)
+    assert outcome.problems == [] and outcome.same_top1 == 2 and outcome.n == 2
+    assert outcome.max_score_diff == pytest.approx(4e-5)
+
+
+def test_compare_flags_fp32_score_drift_but_lets_int8_differ_in_scores(pi_check):
+    host = _classification(("a.png", [("7", 0.91), ("1", 0.05)]))
+    guest = _classification(("a.png", [("7", 0.90), ("1", 0.05)]))
+    assert pi_check.compare(host, guest, exact=True, tolerance=1e-4).problems
+    assert pi_check.compare(host, guest, exact=False).problems == []
+
+
+def test_compare_flags_a_different_top1_and_a_missing_input(pi_check):
+    host = _classification(("a.png", [("7", 0.5), ("1", 0.4)]), ("b.png", [("3", 0.9)]))
+    guest = _classification(("a.png", [("1", 0.5), ("7", 0.4)]))
+    problems = pi_check.compare(host, guest, exact=False).problems
+    assert any("top-1 7 vs 1" in p for p in problems)
+    assert any(p.startswith("b.png") for p in problems)
+
+
+def test_compare_detections_by_label_and_box(pi_check):
+    def det(label, score, box):
+        return {"label": label, "score": score, "box": box}
+
+    def scene(*detections):
+        return {"s.png": {"input": "s.png", "detections": list(detections)}}
+
+    host = scene(det("3", 0.9, [10, 10, 40, 40]), det("5", 0.8, [50, 5, 70, 30]))
+    close = scene(det("3", 0.9, [10.6, 10, 40, 40]), det("5", 0.8, [50, 5, 70, 30.9]))
+    moved = scene(det("3", 0.9, [12, 10, 40, 40]), det("5", 0.8, [50, 5, 70, 30]))
+    fewer = scene(det("3", 0.9, [10, 10, 40, 40]))
+    assert pi_check.compare(host, close, exact=False, box_tolerance=1.0).problems == []
+    assert pi_check.compare(host, moved, exact=False, box_tolerance=1.0).problems
+    assert pi_check.compare(host, fewer, exact=False).problems
+
+
+def test_aarch64_requirements_come_from_pyproject_and_hold_no_training_stack(pi_check):
+    facts = {"machine": "aarch64", "python": "3.11", "full": "3.11.2", "glibc": "2.36"}
+    names = [r.split(";")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower()
+             for r in pi_check.target_requirements(facts)]
+    assert {"numpy", "pillow", "click", "onnxruntime", "ai-edge-litert"} <= set(names)
+    assert not set(names) & set(pi_check.FORBIDDEN)
+    assert "tflite-runtime" not in names
+    tags = pi_check.platform_tags(facts)
+    assert tags[0] == "manylinux_2_36_aarch64" and "manylinux2014_aarch64" in tags and "manylinux_2_17_aarch64" in tags
+
+
+def _tools_ready() -> str | None:
+    if os.environ.get("EDGECNN_PI_CHECK") != "1":
+        return "set EDGECNN_PI_CHECK=1 to run the emulated Raspberry Pi check (2-3 min cold, about 1 min cached)"
+    missing = [t for t in ("debootstrap", "qemu-aarch64-static") if not shutil.which(t)]
+    if missing:
+        return f"missing {', '.join(missing)} (apt-get install debootstrap qemu-user-static)"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_tools_ready() is not None, reason=str(_tools_ready()))
+def test_pi_check_agrees_with_x86_64_on_every_reference_export():
+    result = subprocess.run([sys.executable, str(SCRIPT)], cwd=ROOT, capture_output=True, text=True, timeout=1800,
+                            check=False)
+    print(result.stdout)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-3000:]}"
+    assert "all" in result.stdout and "runs agree" in result.stdout
