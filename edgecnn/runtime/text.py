@@ -29,6 +29,7 @@ import string
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -144,18 +145,22 @@ class Tokenizer:
 
         A count above ``sequence_length`` means the text was truncated; 0 means the model sees only padding.
         """
-        get = self._ids.get
         tokens = _tokens(self._check(text), self.standardize, self.sequence_length + 1)
-        return [get(token, OOV_ID) for token in tokens[:self.sequence_length]], len(tokens)
+        kept = tokens[:self.sequence_length]
+        return list(map(self._ids.get, kept, repeat(OOV_ID, len(kept)))), len(tokens)
 
     def encode(self, texts: str | Iterable[str]) -> np.ndarray:
         """An int32 array ``[N, sequence_length]`` of token ids, zero-padded at the end; a str counts as N=1."""
         if isinstance(texts, str):
             texts = [texts]
-        rows = [self.encode_one(text) for text in texts]
-        out = np.zeros((len(rows), self.sequence_length), dtype=np.int32)
-        for i, row in enumerate(rows):
-            out[i, :len(row)] = row
+        texts = list(texts)
+        length, mode, get = self.sequence_length, self.standardize, self._ids.get
+        out = np.zeros((len(texts), length), dtype=np.int32)
+        for i, text in enumerate(texts):
+            tokens = _tokens(self._check(text), mode, length)
+            # map() with a repeated default runs the dict lookups in C: about twice a list comprehension's speed.
+            out[i, :len(tokens)] = np.fromiter(map(get, tokens, repeat(OOV_ID, len(tokens))), np.int32,
+                                               len(tokens))
         return out
 
     @staticmethod
