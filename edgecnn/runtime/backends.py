@@ -8,8 +8,6 @@ zero point, read from the model file itself, so tasks never see integer tensors.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
-import importlib.util
 import os
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -17,6 +15,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ..errors import MissingDependencyError, ModelError
+from .platform_info import _version, available_runtimes  # noqa: F401 - re-exported for tasks
 
 ONNX = "onnxruntime"
 LITERT = "litert"
@@ -30,38 +29,6 @@ class Backend(Protocol):
 
     def run(self, inputs: np.ndarray) -> list[np.ndarray]:
         """Run one batch; return the outputs as float32 arrays in the order given at construction."""
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-#: pip package -> the top-level module it must provide.
-RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "ai-edge-litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime"}
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a blocked or half-removed package
-        return False
-
-
-def available_runtimes() -> dict[str, str]:
-    """Installed runtimes as {pip package: version}; importing nothing, so it is cheap.
-
-    A package counts only when its metadata *and* its module are there: a leftover .dist-info without the module
-    (or a module hidden on purpose) must not make the default format an .onnx file that then cannot be opened.
-    """
-    found = {}
-    for dist, module in RUNTIME_MODULES.items():
-        version = _version(dist)
-        if version and _importable(module):
-            found[dist] = version
-    return found
 
 
 def _import_litert_interpreter():

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import sys
-
 from .. import manifest as manifest_io
 from .backends import available_runtimes
 
 
 def describe_platform() -> dict:
-    """Platform, Python, installed runtimes, CPU count and the default thread setting."""
-    cpus = os.cpu_count() or 1
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        usable = cpus
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "executable": sys.executable,
-        "runtimes": available_runtimes(),
-        "cpu_count": cpus,
-        "usable_cpus": usable,
-        "default_threads": "runtime default (onnxruntime: one per physical core; LiteRT: chosen by the "
-                           "interpreter); set --threads to pin",
-    }
+    """Platform, Python, installed runtimes, CPU count and the default thread setting (see platform_info)."""
+    from .platform_info import platform_info
+
+    return platform_info()
 
 
 def describe_export(model_dir: str) -> dict:
@@ -51,7 +34,7 @@ def format_description(data: dict) -> str:
     from ..report import metrics_table, table
 
     if "task" not in data:
-        return "\n".join(f"{key:16} {value}" for key, value in data.items())
+        return _format_platform(data)
     lines = [f"{data['model']}: {data['task']}, {len(data['labels'])} labels "
              f"({', '.join(data['labels'][:12])}{', ...' if len(data['labels']) > 12 else ''})",
              f"input: {data['input']}",
@@ -65,4 +48,16 @@ def format_description(data: dict) -> str:
                    if any(c in r for r in data["validation"].values())]
         lines += ["", "measured at export:", metrics_table(data["validation"], columns)]
     lines += ["", f"runtimes installed: {data['runtimes'] or 'none'}"]
+    return "\n".join(lines)
+
+
+def _format_platform(data: dict) -> str:
+    lines = []
+    for key, value in data.items():
+        if key == "notes":
+            lines += [f"note: {note}" for note in value]
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+        lines.append(f"{key.replace('_', ' '):16} {value if value is not None else '-'}")
     return "\n".join(lines)
