@@ -165,6 +165,31 @@ def evaluate_command(model_dir, formats, threads, as_json):
 
 
 @cli.command()
+@click.argument("model_dir", default=DEFAULT_MODEL)
+@click.option("--formats", help="Comma-separated subset, 'keras' included (default: every file, plus keras when "
+                                "TensorFlow and the source .keras file are here).")
+@click.option("--runs", default=100, show_default=True, help="Timed batch-1 calls per format (after warm-up).")
+@click.option("--batch", default=32, show_default=True, help="Batch size of the throughput measurement.")
+@click.option("--threads", type=int, help="Runtime threads (default: the runtime's choice).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"results": {FORMAT: {...}}} as JSON.')
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Write a bar chart PNG of latency and size.")
+def bench(model_dir, formats, runs, batch, threads, as_json, plot_file):
+    """Size, metric, load time, latency p50/p90/p99, throughput and peak RSS per format (one process each)."""
+    from .bench import bench_table, benchmark, plot
+
+    report = benchmark(model_dir, formats=[f.strip() for f in formats.split(",") if f.strip()] if formats else None,
+                       runs=runs, batch=batch, threads=threads, progress=_progress)
+    if plot_file:
+        plot(report, plot_file)
+    if as_json:
+        _echo_json(report)
+        return
+    click.echo(bench_table(report))
+    if plot_file:
+        click.echo(f"wrote {plot_file}")
+
+
+@cli.command()
 @click.argument("model_dir", required=False)
 @click.option("--json", "as_json", is_flag=True)
 def info(model_dir, as_json):
