@@ -70,6 +70,16 @@ def test_compare_detections_by_label_and_box(pi_check):
     assert pi_check.compare(host, close, exact=False, box_tolerance=1.0).problems == []
     assert pi_check.compare(host, moved, exact=False, box_tolerance=1.0).problems
     assert pi_check.compare(host, fewer, exact=False).problems
+    swapped = scene(det("5", 0.8, [50, 5, 70, 30]), det("3", 0.9, [10, 10, 40, 40]))  # near-ties may reorder
+    assert pi_check.compare(host, swapped, exact=True).problems == []
+    relabelled = scene(det("3", 0.9, [10, 10, 40, 40]), det("6", 0.8, [50, 5, 70, 30]))
+    assert pi_check.compare(host, relabelled, exact=False).problems
+
+
+def test_scores_rounded_across_a_digit_boundary_are_within_tolerance(pi_check):
+    host = _classification(("a.png", [("7", 0.1235)]))
+    guest = _classification(("a.png", [("7", 0.1234)]))  # |0.1235 - 0.1234| is 1.0000000000000286e-04 in floats
+    assert pi_check.compare(host, guest, exact=True, tolerance=1e-4).problems == []
 
 
 def test_aarch64_requirements_come_from_pyproject_and_hold_no_training_stack(pi_check):
