@@ -378,12 +378,91 @@ def format_table(rows: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- main
 
+@dataclass
+class Stack:
+    """One software stack to run under emulation: which requirements, hence which formats."""
+
+    name: str
+    requirements: list[str]
+    site: Path | None = None
+    fresh: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        return [re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0].lower() for r in self.requirements]
+
+    def runs(self, fmt: str) -> bool:
+        """Whether this stack has the runtime for ``fmt`` (the 32-bit stack has LiteRT only)."""
+        wanted = ("onnxruntime",) if fmt.startswith("onnx") else ("ai-edge-litert", "tflite-runtime")
+        return any(name in self.names for name in wanted)
+
+
+def debian_version(root: Path, package: str) -> str:
+    """The upstream version of a Debian package in the userland's suite, from the Packages index debootstrap kept
+    (``1:1.24.2-1+deb12u1`` -> ``1.24.2``)."""
+    for index in (root / "var" / "lib" / "apt" / "lists").glob("*_Packages"):
+        for stanza in index.read_text(errors="replace").split("\n\n"):
+            fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " ")
+            if fields.get("Package") == package:
+                version = fields["Version"].split(":", 1)[-1]
+                return re.split(r"[-+~]", version, maxsplit=1)[0]
+    raise CheckError(f"{package} is not in the {SUITE} Packages index under {root}; delete {root} and run again")
+
+
+def stacks_for(root: Path, facts: dict, with_32bit: bool) -> list[Stack]:
+    """The 64-bit Raspberry Pi OS install, and (optionally) the 32-bit one's software on the same emulated CPU.
+
+    32-bit: pyproject's requirements evaluated for armv7l (tflite-runtime, numpy<2, no onnxruntime) with numpy and
+    Pillow pinned to Debian's own packages, as docs/raspberry-pi.md installs them (apt, not pip). The CPU is still
+    arm64 -- PyPI has no armv7l numpy to emulate with -- but every Python package is the version a 32-bit Pi runs.
+    """
+    from packaging.requirements import Requirement
+
+    stacks = [Stack("64-bit", target_requirements(facts))]
+    if with_32bit:
+        requirements = []
+        for line in target_requirements({**facts, "machine": "armv7l"}, extras=()):
+            requirement = Requirement(line)
+            package = {"numpy": "python3-numpy", "pillow": "python3-pil"}.get(requirement.name.lower())
+            if package:
+                version = debian_version(root, package)
+                if version not in requirement.specifier:
+                    raise CheckError(f"Debian {SUITE}'s {package} {version} does not satisfy {line} from "
+                                     "pyproject.toml: the 32-bit install in docs/raspberry-pi.md would break")
+                line = f"{requirement.name}=={version}"
+            if line not in requirements:
+                requirements.append(line)
+        stacks.append(Stack("32-bit", requirements))
+    return stacks
+
+
+def guest_env_for(site: Path) -> dict:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+            "LANG": "C.UTF-8", "PYTHONPATH": f"{site}{os.pathsep}{REPO}", "PYTHONNOUSERSITE": "1"}
+
+
+def smoke_test(root: Path, stack: Stack) -> str:
+    """Import every runtime of the stack under emulation; its versions, or CheckError with qemu's last words."""
+    modules = [RUNTIME_MODULES[n] for n in stack.names if n in RUNTIME_MODULES]
+    code = (f"import importlib, importlib.metadata as m, platform; [importlib.import_module(n) for n in "
+            f"{['numpy', 'PIL.Image', *modules]!r}]; "
+            f"print(platform.machine(), *(f'{{d}}={{m.version(d)}}' for d in {stack.names!r}))")
+    probe = subprocess.run(guest_command(root, "-c", code), check=False, env=guest_env_for(stack.site),
+                           capture_output=True, text=True, timeout=300)
+    if probe.returncode != 0:
+        raise CheckError(f"the {stack.name} runtimes do not import under emulation (exit {probe.returncode}): "
+                         f"{' | '.join(probe.stderr.strip().splitlines()[-3:])}")
+    return probe.stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exports", nargs="*", type=Path,
                         help="export folders (default: every exported/*/ with an edgecnn.json)")
     parser.add_argument("--formats", help="comma-separated subset of formats (default: every file of each export)")
+    parser.add_argument("--no-32bit", action="store_true",
+                        help="skip the 32-bit OS's package stack (tflite-runtime, Debian's numpy and Pillow)")
     parser.add_argument("--cache", type=Path, default=REPO / ".pi-cache", help="where the userland and wheels live")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest fp32 score difference allowed")
     parser.add_argument("--box-tolerance", type=float, default=1.0, help="largest box difference, pixels")
@@ -393,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     timings = {}
+    cache = args.cache.resolve()
     try:
         exports = args.exports if args.exports is not None else sorted(
             p.parent for p in (REPO / "exported").glob("*/edgecnn.json"))
@@ -402,75 +482,71 @@ def main(argv: list[str] | None = None) -> int:
                            args.formats.split(",") if args.formats else None) if exports else []
 
         t = time.perf_counter()
-        cached = (args.cache.resolve() / f"rootfs-{SUITE}-arm64" / ".edgecnn-complete").is_file()
-        root = build_userland(args.cache.resolve())
+        fresh_root = not (cache / f"rootfs-{SUITE}-arm64" / ".edgecnn-complete").is_file()
+        root = build_userland(cache)
         facts = guest_facts(root)
         timings["userland"] = time.perf_counter() - t
         log(f"userland {root}: Python {facts['full']} ({facts['machine']}, glibc {facts['glibc']})")
 
         t = time.perf_counter()
-        requirements = target_requirements(facts)
-        site, fresh_wheels = install_wheels(args.cache.resolve(), facts, requirements)
-        cached = cached and not fresh_wheels
+        stacks = stacks_for(root, facts, with_32bit=not args.no_32bit)
+        for stack in stacks:
+            stack.site, stack.fresh = install_wheels(cache, facts, stack.requirements)
         timings["wheels"] = time.perf_counter() - t
 
-        guest_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-                     "LANG": "C.UTF-8", "PYTHONPATH": f"{site}{os.pathsep}{REPO}", "PYTHONNOUSERSITE": "1"}
-        names = [re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0].lower() for r in requirements]
-        modules = [RUNTIME_MODULES[n] for n in names if n in RUNTIME_MODULES]
-        smoke = (f"import importlib, importlib.metadata as m, platform; [importlib.import_module(n) for n in "
-                 f"{['numpy', 'PIL.Image', *modules]!r}]; "
-                 f"print(platform.machine(), *(f'{{d}}={{m.version(d)}}' for d in {names!r}))")
         t = time.perf_counter()
-        if cached and not args.smoke_only:
-            probe = None  # imported fine when the cache was built; the infer runs below would say if not
-        else:
-            probe = subprocess.run(guest_command(root, "-c", smoke), check=False, env=guest_env,
-                                   capture_output=True, text=True, timeout=300)
-            if probe.returncode != 0:
-                raise CheckError(f"the runtimes do not import under emulation (exit {probe.returncode}): "
-                                 f"{' | '.join(probe.stderr.strip().splitlines()[-3:])}")
-            timings["import"] = time.perf_counter() - t
-            log(f"under qemu: {probe.stdout.strip()} (imports took {timings['import']:.1f} s)")
+        for stack in stacks:
+            if fresh_root or stack.fresh or args.smoke_only:  # once per new cache: a clear message if imports fail
+                log(f"under qemu, {stack.name} stack: {smoke_test(root, stack)}")
+        timings["import"] = time.perf_counter() - t
         if args.smoke_only:
             log(f"smoke test passed in {time.perf_counter() - started:.0f} s")
             return 0
 
         host_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        rows = [["export", "format", "inputs", "same top-1", "max |Δscore|", "max Δbox px", "x86-64 s", "arm64 s",
-                 "result"]]
-        report, failed = [], 0
+        rows = [["export", "format", "OS stack", "inputs", "same top-1", "max |Δscore|", "max Δbox px", "x86-64 s",
+                 "arm64 s", "result"]]
+        report, failed, host_results = [], 0, {}
+        t = time.perf_counter()
         for case in cases:
             exact = not case.fmt.endswith("int8")
-            host, host_s = infer([sys.executable], case, host_env)
-            guest, guest_s = infer(guest_command(root), case, guest_env)
-            outcome = compare(host, guest, exact, args.tolerance, args.box_tolerance)
-            if outcome.n == 0:
-                outcome.problems.append("no results at all")
-            ok = not outcome.problems
-            failed += not ok
-            rows.append([case.export.name, case.fmt, outcome.n, f"{outcome.same_top1}/{outcome.n}",
-                         f"{outcome.max_score_diff:.1e}",
-                         f"{outcome.max_box_diff:.2f}" if case.task == "object-detection" else "-",
-                         f"{host_s:.1f}", f"{guest_s:.1f}", "ok" if ok else "MISMATCH"])
-            report.append({"export": str(case.export), "format": case.fmt, "n": outcome.n,
-                           "same_top1": outcome.same_top1, "max_score_diff": outcome.max_score_diff,
-                           "max_box_diff": outcome.max_box_diff, "host_seconds": host_s, "arm64_seconds": guest_s,
-                           "problems": outcome.problems})
-            for problem in outcome.problems[:10]:
-                log(f"{case.export.name} {case.fmt}: {problem}")
+            for stack in stacks:
+                if not stack.runs(case.fmt):
+                    continue
+                if (case.export, case.fmt) not in host_results:
+                    host_results[case.export, case.fmt] = infer([sys.executable], case, host_env)
+                host, host_s = host_results[case.export, case.fmt]
+                guest, guest_s = infer(guest_command(root), case, guest_env_for(stack.site))
+                outcome = compare(host, guest, exact, args.tolerance, args.box_tolerance)
+                if outcome.n == 0:
+                    outcome.problems.append("no results at all")
+                ok = not outcome.problems
+                failed += not ok
+                rows.append([case.export.name, case.fmt, stack.name, outcome.n, f"{outcome.same_top1}/{outcome.n}",
+                             f"{outcome.max_score_diff:.1e}",
+                             f"{outcome.max_box_diff:.2f}" if case.task == "object-detection" else "-",
+                             f"{host_s:.1f}", f"{guest_s:.1f}", "ok" if ok else "MISMATCH"])
+                report.append({"export": str(case.export), "format": case.fmt, "stack": stack.name,
+                               "n": outcome.n, "same_top1": outcome.same_top1,
+                               "max_score_diff": outcome.max_score_diff, "max_box_diff": outcome.max_box_diff,
+                               "host_seconds": host_s, "arm64_seconds": guest_s, "problems": outcome.problems})
+                for problem in outcome.problems[:10]:
+                    log(f"{case.export.name} {case.fmt} ({stack.name}): {problem}")
+        timings["runs"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - started
         print(format_table(rows))
-        print(f"\narm64 = qemu-aarch64 -cpu {QEMU_CPU}, Debian {SUITE} Python {facts['full']}; "
-              f"fp32 scores within {args.tolerance:g}, int8 same top-1, boxes within {args.box_tolerance:g} px")
+        print(f"\narm64 = qemu-aarch64 -cpu {QEMU_CPU}, Debian {SUITE}, Python {facts['full']}; fp32 scores within "
+              f"{args.tolerance:g}, int8 same top-1, boxes within {args.box_tolerance:g} px")
+        for stack in stacks:
+            print(f"{stack.name} stack: {' '.join(stack.requirements)}")
         print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
         if args.json_out:
             args.json_out.write_text(json.dumps({"cases": report, "timings": timings, "guest": facts,
-                                                 "requirements": requirements}, indent=2))
+                                                 "stacks": {s.name: s.requirements for s in stacks}}, indent=2))
         if failed:
-            print(f"pi-check: {failed} of {len(cases)} runs differ between x86-64 and arm64", file=sys.stderr)
+            print(f"pi-check: {failed} of {len(report)} runs differ between x86-64 and arm64", file=sys.stderr)
             return 1
-        print(f"pi-check: all {len(cases)} runs agree")
+        print(f"pi-check: all {len(report)} runs agree")
         return 0
     except CheckError as exc:
         print(f"pi-check: error: {exc}", file=sys.stderr)

@@ -110,3 +110,27 @@ def test_pi_check_agrees_with_x86_64_on_every_reference_export():
     print(result.stdout)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-3000:]}"
     assert "all" in result.stdout and "runs agree" in result.stdout
+
+
+def test_32bit_stack_pins_debians_numpy_and_pillow_and_has_no_onnxruntime(pi_check, tmp_path):
+    lists = tmp_path / "var" / "lib" / "apt" / "lists"
+    lists.mkdir(parents=True)
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages").write_text(
+        "Package: python3-numpy\nVersion: 1:1.24.2-1+deb12u1\nDescription: x\n continued\n\n"
+        "Package: python3-pil\nVersion: 9.4.0-1.1+deb12u1\n\n")
+    facts = {"machine": "aarch64", "python": "3.11", "full": "3.11.2", "glibc": "2.36"}
+    sixty_four, thirty_two = pi_check.stacks_for(tmp_path, facts, with_32bit=True)
+    assert "numpy==1.24.2" in thirty_two.requirements and "pillow==9.4.0" in thirty_two.requirements
+    assert any(r.startswith("tflite-runtime") for r in thirty_two.requirements)
+    assert not thirty_two.runs("onnx") and thirty_two.runs("tflite-int8")
+    assert sixty_four.runs("onnx") and sixty_four.runs("tflite")
+
+
+def test_32bit_stack_refuses_a_debian_numpy_our_markers_exclude(pi_check, tmp_path):
+    lists = tmp_path / "var" / "lib" / "apt" / "lists"
+    lists.mkdir(parents=True)
+    (lists / "x_Packages").write_text("Package: python3-numpy\nVersion: 1:2.2.4-1\n\nPackage: python3-pil\n"
+                                      "Version: 11.1.0-5\n\n")
+    facts = {"machine": "aarch64", "python": "3.11", "full": "3.11.2", "glibc": "2.36"}
+    with pytest.raises(pi_check.CheckError, match="numpy"):
+        pi_check.stacks_for(tmp_path, facts, with_32bit=True)
