@@ -14,7 +14,6 @@ are gathered here without importing numpy or any runtime:
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -28,6 +27,8 @@ LIBRARIES = ("numpy", "pillow", "click")
 
 
 def _version(dist: str) -> str | None:
+    import importlib.metadata  # here, not at the top: it costs ~40 ms of start-up that inference never needs
+
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -39,6 +40,14 @@ def _importable(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a blocked or half-removed package
         return False
+
+
+def importable_runtimes() -> set[str]:
+    """The runtimes (pip package names) whose module can be imported here, without reading package metadata.
+
+    What choosing a default format needs, and cheap enough for every ``edgecnn infer`` start-up (a path lookup).
+    """
+    return {dist for dist, module in RUNTIME_MODULES.items() if _importable(module)}
 
 
 def available_runtimes() -> dict[str, str]:

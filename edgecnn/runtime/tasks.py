@@ -18,7 +18,8 @@ from .. import manifest as manifest_io
 from ..errors import InputError, ModelError
 from . import image as image_io
 from . import text as text_io
-from .backends import Backend, available_runtimes, open_backend
+from .backends import Backend, open_backend
+from .platform_info import importable_runtimes
 
 #: Formats tried, in order, when none is asked for: exact fp32 first, then whatever the installed runtime can run.
 DEFAULT_FORMAT_ORDER = ("onnx", "tflite", "onnx-int8", "tflite-int8")
@@ -78,7 +79,7 @@ def _runtime_for(fmt: str) -> str:
 
 def runnable_formats(manifest: manifest_io.Manifest) -> list[str]:
     """Formats of this export whose runtime is installed here."""
-    installed = available_runtimes()
+    installed = importable_runtimes()
     has_ort = "onnxruntime" in installed
     has_litert = "ai-edge-litert" in installed or "tflite-runtime" in installed
     return [f for f in manifest.formats if (has_ort if _runtime_for(f) == "onnxruntime" else has_litert)]
