@@ -6,12 +6,14 @@ from typing import Any, Sequence
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned first column, right-aligned numbers, a rule under the header."""
+    """Columns of numbers right-aligned, everything else left-aligned, a rule under the header."""
     cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h)) for i, h in enumerate(headers)]
+    widths = [max([len(str(h))] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
+               for i in range(len(headers))]
 
     def line(values):
-        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric))
 
     lines = [line([str(h) for h in headers]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells]
     return "\n".join(text.rstrip() for text in lines)

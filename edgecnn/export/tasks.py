@@ -154,14 +154,8 @@ ADAPTERS: dict[str, type[ExportAdapter]] = {ImageClassificationAdapter.task: Ima
 
 
 def adapter_for(task: str) -> type[ExportAdapter]:
-    import importlib
+    from . import detection, text  # noqa: F401  (importing them registers their adapters)
 
-    for module in ("edgecnn.export.text", "edgecnn.export.detection"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
     if task not in ADAPTERS:
         raise ModelError(f"exporting {task} models is not supported yet")
     return ADAPTERS[task]

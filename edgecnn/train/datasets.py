@@ -84,13 +84,11 @@ def register_dataset(name: str, task: str, help: str):
 
 
 def list_datasets() -> list[DatasetInfo]:
-    _register_optional()
     return [DATASETS[name] for name in sorted(DATASETS)]
 
 
 def load_dataset(name: str, seed: int = 0, **options) -> Splits:
     """Load a registered dataset by name with a seeded split; options are the loader's keyword arguments."""
-    _register_optional()
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; 'edgecnn datasets' lists: {', '.join(sorted(DATASETS))}")
     options = {k: v for k, v in options.items() if v is not None}
@@ -99,17 +97,6 @@ def load_dataset(name: str, seed: int = 0, **options) -> Splits:
     splits.options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
     return splits
 
-
-def _register_optional() -> None:
-    """Import the modules that register the text and detection datasets (kept apart to keep this one small)."""
-    import importlib
-
-    for module in ("edgecnn.train.text_datasets", "edgecnn.train.detection_datasets"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
 
 
 def stratified_split(labels: np.ndarray, seed: int, test: float = TEST_FRACTION,
@@ -226,3 +213,5 @@ def sample_name(label: str, k: int, suffix: str) -> str:
     return f"{safe}-{k}{suffix}"
 
 
+# The text and detection datasets live in their own modules (to keep this one small); importing them registers them.
+from . import detection_datasets, text_datasets  # noqa: E402,F401

@@ -54,7 +54,7 @@ def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, se
 
     keras.utils.set_random_seed(seed)
     splits = datasets_mod.load_dataset(dataset, seed=seed, data=data, **(dataset_options or {}))
-    info = models_mod.MODELS.get(model) or (models_mod.list_models() and models_mod.MODELS.get(model))
+    info = models_mod.MODELS.get(model)
     if info is None:
         raise InputError(f"unknown model {model!r}; 'edgecnn models' lists: {', '.join(sorted(models_mod.MODELS))}")
     if info.task != splits.task:

@@ -42,28 +42,16 @@ def _keras():
 
 
 def list_models() -> list[ModelInfo]:
-    _register_optional()
     return [MODELS[name] for name in sorted(MODELS)]
 
 
 def create_model(name: str, input_shape: tuple, num_classes: int, **options):
     """Build the registered architecture ``name`` for this input shape and class count."""
-    _register_optional()
     if name not in MODELS:
         raise InputError(f"unknown model {name!r}; 'edgecnn models' lists: {', '.join(sorted(MODELS))}")
     options = {k: v for k, v in options.items() if v is not None}
     return MODELS[name].builder(tuple(input_shape), num_classes, **options)
 
-
-def _register_optional() -> None:
-    import importlib
-
-    for module in ("edgecnn.train.text_models", "edgecnn.train.detection_models"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
 
 
 def _classifier_head(x, num_classes: int, layers):
@@ -156,3 +144,7 @@ def mobilenet_s(input_shape, num_classes, alpha: float = 1.0, dropout: float = 0
     if dropout:
         x = layers.Dropout(dropout)(x)
     return keras.Model(inputs, _classifier_head(x, num_classes, layers), name="mobilenet_s")
+
+
+# The text and detection architectures live in their own modules; importing them registers them.
+from . import detection_models, text_models  # noqa: E402,F401
