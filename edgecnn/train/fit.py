@@ -16,8 +16,6 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, require
-from . import datasets as datasets_mod
-from . import models as models_mod
 
 RUN_FILE = "run.json"
 TRAINERS: dict[str, Callable] = {}
@@ -51,6 +49,10 @@ def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, se
     """
     tf = import_tensorflow()
     import keras
+
+    # Imported here, not at the top: the task modules these registries import register trainers in this module.
+    from . import datasets as datasets_mod
+    from . import models as models_mod
 
     keras.utils.set_random_seed(seed)
     splits = datasets_mod.load_dataset(dataset, seed=seed, data=data, **(dataset_options or {}))
@@ -141,7 +143,9 @@ def _train_image_classifier(tf, keras, splits, model_name, out, epochs, seed, ba
 
     prep = splits.preprocessing
     x_train, x_val, x_test = (pixels_to_input(x, prep) for x in (splits.x_train, splits.x_val, splits.x_test))
-    model = models_mod.create_model(model_name, x_train.shape[1:], len(splits.labels), **model_options)
+    from .models import create_model
+
+    model = create_model(model_name, x_train.shape[1:], len(splits.labels), **model_options)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     train_ds = tf.data.Dataset.from_tensor_slices((x_train, splits.y_train)).shuffle(len(x_train), seed=seed)
