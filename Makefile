@@ -39,6 +39,14 @@ export-digits: install
 	$(BIN)/edgecnn train --dataset digits --model seed-cnn --epochs $(EPOCHS) --patience 10 --seed 0 --out runs/digits-cnn
 	$(BIN)/edgecnn export runs/digits-cnn/model.keras --out exported/digits-cnn
 
+## bench: edgecnn infer vs a minimal onnxruntime script vs the seed's Keras way, task classes vs raw runtimes,
+## edgecnn bench for each export in exported/; writes BENCHMARKS.md (and BENCHMARKS.json). Trains the seed's
+## .keras model first when runs/digits-cnn has none (the seed's way needs one).
+bench: install
+	test -f runs/digits-cnn/model.keras || $(BIN)/edgecnn train --dataset digits --model seed-cnn \
+		--epochs $(EPOCHS) --patience 10 --seed 0 --out runs/digits-cnn
+	$(BIN)/python benchmarks/run.py --out BENCHMARKS.md
+
 ## lint: ruff over the package and the tests
 lint: install
 	$(BIN)/ruff check edgecnn tests

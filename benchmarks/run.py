@@ -1,0 +1,288 @@
+"""``make bench``: run every benchmark of issue 5 and write ``BENCHMARKS.md``.
+
+Each section runs as its own process and hands back JSON, so that no section's imports (TensorFlow above all) or
+memory leak into another's numbers; this script itself imports only the standard library, because Linux carries a
+parent's peak RSS into the ``ru_maxrss`` of the processes it starts.
+
+Sections: (1) whole process, ``edgecnn infer`` against a minimal onnxruntime script and the seed's Keras way;
+(2) in process, the task classes against the raw runtimes on the identical tensor; (3) ``edgecnn bench`` for each
+reference export in ``exported/``; (4) the text tokenizer against TextVectorization, and detection post-processing
+alone, for the exports and modules that exist. The targets of issue 5 are checked at the top.
+
+Usage: python benchmarks/run.py [--out BENCHMARKS.md] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+EXPORTED = ROOT / "exported"
+TARGETS = {"cli_vs_floor": 1.3, "seed_vs_cli": 15.0, "cli_rss_mib": 100.0, "in_process_b1": 1.10,
+           "int8_size": 3.5, "detector_p50_ms": 5.0}
+VERSIONS = ("edgecnn", "numpy", "pillow", "onnxruntime", "ai-edge-litert", "tensorflow-cpu", "tensorflow", "keras",
+            "click")
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_json(argv: list[str], timeout: float = 3600) -> dict | None:
+    """Run a section; its last stdout line is JSON. A failing section is reported, not fatal."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        say(f"FAILED ({done.returncode}): {' '.join(argv)}\n{done.stderr[-2000:]}")
+        return None
+    return json.loads(lines[-1])
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), None) if Path("/proc/meminfo").exists() else None
+    versions = {}
+    for dist in VERSIONS:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(int(memory) / 2**20, 1) if memory else None,
+            "platform": platform.platform(), "python": platform.python_version(), "versions": versions,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def exports() -> list[Path]:
+    return sorted(p.parent for p in EXPORTED.glob("*/edgecnn.json"))
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def md_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- sections -------------------------------------------------------------------------------------------------------
+
+def section_whole_process(data: dict | None) -> str:
+    if not data:
+        return "_not measured (the section failed; see the make bench log)_"
+    rows = [[f"`{name}`", fmt(r["wall_s"], 3), fmt(r["cpu_s"], 3), fmt(r["rss_mib"], 1), r["runs"]]
+            for name, r in data["results"].items()]
+    ratios = data["ratios"]
+    text = [(f"One PNG (`{Path(data['image']).name}`) classified by a fresh process, {data['rounds']} rounds in "
+            "rotated order (the seed's way in the first few only: it takes seconds); medians. CPU = user + system "
+            "time of the process, which a busy machine inflates less than wall time."), "",
+            md_table(["process", "wall s", "CPU s", "peak RSS MiB", "runs"], rows), "",
+            (f"- `edgecnn infer` / minimal script: **{ratios['edgecnn_vs_floor_wall']:.2f}×** wall, "
+            f"{ratios['edgecnn_vs_floor_cpu']:.2f}× CPU")]
+    if "seed_vs_edgecnn_wall" in ratios:
+        text.append(f"- seed's way / `edgecnn infer`: **{ratios['seed_vs_edgecnn_wall']:.1f}×** wall, "
+                    f"{ratios['seed_vs_edgecnn_cpu']:.1f}× CPU")
+    return "\n".join(text)
+
+
+def section_in_process(data: dict | None) -> str:
+    if not data:
+        return "_not measured (the section failed; see the make bench log)_"
+    rows = []
+    for name, r in data["results"].items():
+        for batch, b in r["batches"].items():
+            rows.append([name, batch, fmt(b["edgecnn_us"], 1), fmt(b["raw_us"], 1), f"**{b['ratio']:.3f}**",
+                         r["runtime"] if batch == "1" else "", fmt(r["classify_uint8_us"], 1) if batch == "1" else ""])
+    return "\n".join([
+        (f"`ImageClassifier.predict(x)` against the raw runtime on the identical preprocessed float32 tensor "
+        f"({Path(data['model']).name}); calls alternate one by one, {data['rounds']} per side at batch 1 (a tenth "
+        "at batch 64); medians in µs. The last column is `classify(uint8 array)`: decoding-free preprocessing, "
+        "inference and top-k, for scale."), "",
+        md_table(["format", "batch", "edgecnn µs", "raw µs", "ratio", "raw runtime", "classify(array) µs"], rows)])
+
+
+def section_bench(name: str, data: dict | None) -> str:
+    if not data:
+        return f"_`edgecnn bench exported/{name}` failed; see the make bench log_"
+    metric = data.get("metric") or "metric"
+    rows = [[f, r["status"], fmt(r["size_mb"], 3), fmt(r["metric"], 4), fmt(r["load_ms"], 1), fmt(r["p50_ms"], 3),
+             fmt(r["p90_ms"], 3), fmt(r["p99_ms"], 3), fmt(r["throughput"], 0), fmt(r["rss_mib"], 1)]
+            for f, r in data["results"].items()]
+    notes = [f"- {line}" for line in data.get("notes", [])]
+    notes += [f"- {f}: {r['error']}" for f, r in data["results"].items() if r.get("error")]
+    return "\n".join([
+        f"`edgecnn bench exported/{name} --runs {data['runs']} --batch {data['batch']}` — {data['task']}, {metric} "
+        f"on {data['inputs']}" + (f" (n={data['n']})" if data.get("n") else "") + "; latency at batch 1 through "
+        "the task's preprocessed-input path, throughput at batch " + str(data["batch"]) + ", each format in its own "
+        "process.", "",
+        md_table(["format", "status", "size MB", metric, "load ms", "p50 ms", "p90 ms", "p99 ms", "items/s",
+                  "peak RSS MiB"], rows), *([""] + notes if notes else [])])
+
+
+def section_text(output: str | None) -> str:
+    if output is None:
+        return "_not measured: `benchmarks/tokenizer_throughput.py` or the bbc-news data is missing_"
+    return "`python benchmarks/tokenizer_throughput.py` (identical ids checked before timing):\n\n```\n" + \
+        output.strip() + "\n```"
+
+
+def section_detection(data: dict | None) -> str:
+    if not data:
+        return "_not measured: there is no `exported/digit-detector` yet_"
+    rows = [[r["image"], r["candidates"], r["detections"], fmt(r["decode_nms_us"], 1), fmt(r["inference_us"], 1)]
+            for r in data["images"]]
+    med = data["median"]
+    return "\n".join([
+        (f"`runtime/detection.py` decoding + class-wise NMS on the raw head outputs of the export's samples "
+        f"({data['format']}), median of {data['rounds']} calls per image, beside the inference that produced "
+        "them."), "", md_table(["sample", "cells over threshold", "detections", "decode+NMS µs", "inference µs"], rows),
+        "", f"Median: decode+NMS {med['decode_nms_us']:.0f} µs, inference {med['inference_us']:.0f} µs."])
+
+
+# --- targets --------------------------------------------------------------------------------------------------------
+
+def targets(whole: dict | None, inproc: dict | None, benches: dict[str, dict | None]) -> str:
+    rows = []
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("**met**" if ok else "**missed**")
+
+    if whole:
+        r = whole["ratios"]
+        rows.append(["`edgecnn infer x.png` ≤ 1.3× the minimal onnxruntime script (wall)",
+                     f"{r['edgecnn_vs_floor_wall']:.2f}× (CPU {r['edgecnn_vs_floor_cpu']:.2f}×)",
+                     verdict(r["edgecnn_vs_floor_wall"] <= TARGETS["cli_vs_floor"])])
+        if "seed_vs_edgecnn_wall" in r:
+            rows.append(["`edgecnn infer` ≥ 15× faster than the seed's way (wall)",
+                         f"{r['seed_vs_edgecnn_wall']:.1f}× (CPU {r['seed_vs_edgecnn_cpu']:.1f}×)",
+                         verdict(r["seed_vs_edgecnn_wall"] >= TARGETS["seed_vs_cli"])])
+        rss = whole["results"]["edgecnn infer"]["rss_mib"]
+        rows.append(["`edgecnn infer` peak RSS ≤ 100 MiB", f"{rss:.1f} MiB", verdict(rss <= TARGETS["cli_rss_mib"])])
+    if inproc:
+        worst = max((b["ratio"], f) for f, r in inproc["results"].items() for k, b in r["batches"].items()
+                    if k == "1")
+        onnx = inproc["results"].get("onnx", {}).get("batches", {}).get("1", {}).get("ratio")
+        rows.append(["in process, batch 1 ≤ 1.10× raw `session.run`",
+                     f"onnx {onnx:.3f}× (worst format: {worst[1]} {worst[0]:.3f}×)" if onnx else "-",
+                     verdict(onnx is not None and onnx <= TARGETS["in_process_b1"])])
+    for name, data in benches.items():
+        if not data:
+            continue
+        res = data["results"]
+        if "onnx" in res and "tflite-int8" in res and res["tflite-int8"]["size_mb"]:
+            ratio = res["onnx"]["size_mb"] / res["tflite-int8"]["size_mb"]
+            rows.append([f"{name}: `model.int8.tflite` ≥ 3.5× smaller than `model.onnx`", f"{ratio:.2f}×",
+                         verdict(ratio >= TARGETS["int8_size"])])
+        if data["task"] == "object-detection":
+            timed = [(r["p50_ms"], f) for f, r in res.items() if r.get("p50_ms") is not None and f != "keras"]
+            if timed:
+                best = min(timed)
+                rows.append([f"{name}: fastest format p50 at batch 1 incl. decode+NMS ≤ 5 ms",
+                             f"{best[1]} {best[0]:.2f} ms", verdict(best[0] <= TARGETS["detector_p50_ms"])])
+    if not any(d and d["task"] == "object-detection" for d in benches.values()):
+        rows.append(["digit detector p50 ≤ 5 ms", "no `exported/digit-detector` yet", "n/a"])
+    return md_table(["target (issue 5)", "measured", "verdict"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run, not for the record)")
+    args = parser.parse_args()
+    python = sys.executable
+    quick = args.quick
+    info = machine()
+    load_before = os.getloadavg()
+
+    say("1/4 whole process: edgecnn infer vs minimal onnxruntime script vs the seed's way")
+    whole = run_json([python, str(HERE / "whole_process.py"), "--rounds", "4" if quick else "15",
+                      "--seed-rounds", "1" if quick else "3"])
+    say("2/4 in process: task classes vs raw runtimes")
+    inproc = run_json([python, str(HERE / "in_process.py"), "--rounds", "200" if quick else "2000"])
+    benches: dict[str, dict | None] = {}
+    for folder in exports():
+        say(f"3/4 edgecnn bench {folder.relative_to(ROOT)}")
+        benches[folder.name] = run_json([python, "-m", "edgecnn.cli", "bench", str(folder.relative_to(ROOT)),
+                                         "--runs", "50" if quick else "300", "--json"])
+    say("4/4 tokenizer and detection post-processing")
+    text_output = None
+    if (HERE / "tokenizer_throughput.py").is_file() and (ROOT / "edgecnn" / "runtime" / "text.py").is_file():
+        done = subprocess.run([python, str(HERE / "tokenizer_throughput.py"), "--repeat", "1" if quick else "3"],
+                              cwd=ROOT, capture_output=True, text=True, check=False,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        text_output = done.stdout if done.returncode == 0 else None
+        if done.returncode != 0:
+            say(f"tokenizer benchmark failed:\n{done.stderr[-1500:]}")
+    detection = None
+    if (EXPORTED / "digit-detector" / "edgecnn.json").is_file() and (ROOT / "edgecnn/runtime/detection.py").is_file():
+        detection = run_json([python, str(HERE / "detection_postprocess.py"), "--rounds", "50" if quick else "300"])
+    load_after = os.getloadavg()
+
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    doc = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`python benchmarks/run.py`) on {info['date']}"
+        + (" — **quick smoke run, not for the record**" if quick else "") + ".",
+        "",
+        f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; {info['platform']}",
+        f"- Python {info['python']}; {versions}",
+        (f"- load average (1/5/15 min) before: {' / '.join(f'{v:.1f}' for v in load_before)}, after: "
+        f"{' / '.join(f'{v:.1f}' for v in load_after)}. The machine is shared: absolute times move with the load, "
+        "so every comparison is measured side by side, interleaved, and reported as medians and ratios."),
+        "",
+        "## Targets",
+        "",
+        targets(whole, inproc, benches),
+        "",
+        "## 1. Whole process: `edgecnn infer` vs the floor vs the seed's way",
+        "",
+        section_whole_process(whole),
+        "",
+        "## 2. In process: task classes vs raw runtimes",
+        "",
+        section_in_process(inproc),
+        "",
+        "## 3. Per task and format (`edgecnn bench`)",
+        "",
+    ]
+    for name, data in benches.items():
+        doc += [f"### {name}", "", section_bench(name, data), ""]
+    if not benches:
+        doc += ["_no exports in `exported/`_", ""]
+    doc += ["## 4. Tokenizer and detection post-processing", "", "### Tokenizer vs TextVectorization", "",
+            section_text(text_output), "", "### Detection post-processing alone", "", section_detection(detection),
+            "", "## How to reproduce", "",
+            ("`make bench` (installs the venv if needed, trains `runs/digits-cnn/model.keras` for the seed's way when "
+            "it is missing, then runs `benchmarks/run.py`). Each section also runs alone and prints JSON: "
+            "`benchmarks/whole_process.py`, `benchmarks/in_process.py`, `edgecnn bench DIR --json`, "
+            "`benchmarks/tokenizer_throughput.py`, `benchmarks/detection_postprocess.py`."), ""]
+    Path(args.out).write_text("\n".join(doc), encoding="utf-8")
+    raw = Path(args.out).with_suffix(".json")
+    raw.write_text(json.dumps({"machine": info, "load_before": load_before, "load_after": load_after,
+                               "whole_process": whole, "in_process": inproc, "bench": benches,
+                               "detection_postprocess": detection, "tokenizer": text_output}, indent=1) + "\n")
+    say(f"wrote {args.out} and {raw.name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Whole process, as a user feels it: ``edgecnn infer IMAGE`` against the floor and against the seed's way.
+
+Each contender is one fresh process that starts Python, imports what it needs, loads the model, classifies one PNG
+and prints the label:
+
+* ``edgecnn infer IMAGE`` (the console script, fp32 ONNX, the default), and ``--format tflite-int8``;
+* the floor: ``minimal_onnx.py``, a bare onnxruntime + Pillow script with no checks at all;
+* the seed's way: ``seed_keras.py``, which loads the ``.keras`` file and calls ``model.predict``.
+
+The contenders run in rounds, in a rotated order each round, so that a burst of load from other processes hits all
+of them alike; we report medians of wall time, of CPU time (user + system, less sensitive to a busy machine) and of
+peak RSS. Peak RSS is the child's ``ru_maxrss`` from ``os.wait4``. Linux carries ``ru_maxrss`` over ``execve`` from
+the process that forked, so this script imports nothing but the standard library (about 10 MiB) to stay below every
+number it measures.
+
+Usage: python benchmarks/whole_process.py [--model DIR] [--image PNG] [--keras FILE] [--rounds N] [--seed-rounds N]
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def run_measured(argv: list[str], env: dict) -> dict:
+    """Wall seconds, CPU seconds and peak RSS (MiB) of one process, reaped with os.wait4 for its own rusage."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    if proc.returncode != 0 or not out.strip():
+        raise SystemExit(f"{' '.join(argv)} failed with exit code {proc.returncode}; run it by hand to see why")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024,
+            "output": out.decode().strip().splitlines()[-1]}
+
+
+def edgecnn_command() -> list[str]:
+    """The ``edgecnn`` console script beside this interpreter, as a user runs it (else ``python -m edgecnn.cli``)."""
+    script = Path(sys.executable).parent / "edgecnn"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "edgecnn.cli"]
+
+
+def contenders(model: Path, image: Path, keras: Path | None) -> dict[str, list[str]]:
+    manifest = json.loads((model / "edgecnn.json").read_text())
+    prep = manifest["preprocessing"]
+    found = {
+        "edgecnn infer": [*edgecnn_command(), "infer", str(image), "--model", str(model)],
+        "edgecnn infer --format tflite-int8": [*edgecnn_command(), "infer", str(image), "--model", str(model),
+                                               "--format", "tflite-int8"],
+        "minimal onnxruntime script": [sys.executable, str(HERE / "minimal_onnx.py"), str(model), str(image)],
+    }
+    if "tflite-int8" not in manifest["files"]:
+        del found["edgecnn infer --format tflite-int8"]
+    if keras is not None:
+        found["seed's way (.keras + model.predict)"] = [
+            sys.executable, str(HERE / "seed_keras.py"), str(keras), str(image), str(prep["height"]),
+            str(prep["width"]), prep["color_mode"]]
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "exported" / "digits-cnn"))
+    parser.add_argument("--image", help="default: the first sample of the export")
+    parser.add_argument("--keras", help="default: the manifest's source.model, when it exists")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--seed-rounds", type=int, default=3, help="rounds that include the (slow) seed's way")
+    args = parser.parse_args()
+    model = Path(args.model)
+    manifest = json.loads((model / "edgecnn.json").read_text())
+    image = Path(args.image) if args.image else min((model / "samples").glob("*.png"))
+    keras = args.keras or (manifest.get("source") or {}).get("model")
+    keras = Path(keras) if keras and (ROOT / keras).is_file() else None
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    commands = contenders(model, image, keras)
+    names = list(commands)
+    samples: dict[str, list[dict]] = {name: [] for name in names}
+    # one untimed run each: the OS page cache and Python's bytecode caches are warm for everyone
+    for name in names:
+        run_measured(commands[name], env)
+    for round_ in range(args.rounds):
+        order = names[round_ % len(names):] + names[:round_ % len(names)]
+        for name in order:
+            if name.startswith("seed") and round_ >= args.seed_rounds:
+                continue
+            samples[name].append(run_measured(commands[name], env))
+    results = {}
+    for name, runs in samples.items():
+        results[name] = {key: statistics.median(r[key] for r in runs) for key in ("wall_s", "cpu_s", "rss_mib")}
+        results[name].update(runs=len(runs), output=runs[-1]["output"], command=" ".join(
+            Path(a).name if i == 0 else a for i, a in enumerate(commands[name])))
+    floor = results["minimal onnxruntime script"]
+    ours = results["edgecnn infer"]
+    ratios = {"edgecnn_vs_floor_wall": ours["wall_s"] / floor["wall_s"],
+              "edgecnn_vs_floor_cpu": ours["cpu_s"] / floor["cpu_s"]}
+    seed = next((r for n, r in results.items() if n.startswith("seed")), None)
+    if seed:
+        ratios.update(seed_vs_edgecnn_wall=seed["wall_s"] / ours["wall_s"], seed_vs_edgecnn_cpu=seed["cpu_s"] / ours[
+            "cpu_s"])
+    print(json.dumps({"model": str(model), "image": str(image), "keras": str(keras) if keras else None,
+                      "rounds": args.rounds, "results": results, "ratios": ratios}))
+
+
+if __name__ == "__main__":
+    main()
