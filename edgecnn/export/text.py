@@ -37,7 +37,7 @@ class TextClassificationAdapter(ImageClassificationAdapter):
 
     def input_spec(self) -> dict:
         return {"name": self.input_name, "shape": [None, self.tokenizer.sequence_length], "dtype": "int32",
-                "layout": "NT (batch, token position): token ids, 0 = padding, 1 = out of vocabulary"}
+                "layout": "NT (batch, token ids)"}
 
     def model_inputs(self, examples) -> np.ndarray:
         return self.tokenizer.encode(list(examples))

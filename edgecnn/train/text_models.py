@@ -46,13 +46,14 @@ def text_cnn(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: in
                 "sequence_length, filters, dropout, embedding_dropout")
 def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: int = 32, filters: int = 64,
                    kernel_sizes=(3, 4, 5), dropout: float = 0.5, embedding_dropout: float = 0.2,
-                   pooling: str = "max", **_ignored):
+                   pooling: str = "max", bag: bool = False, **_ignored):
     """Several n-gram detectors side by side; dropout on whole embedding channels and on the pooled features.
 
     ``SpatialDropout1D`` drops entire embedding dimensions during training (a word-independent regularizer that
     helps on a corpus of 1.5k documents); both dropouts are identities in the exported graph. ``pooling="max+mean"``
     adds the mean over time of each branch to its max: "how much of the text is about this" besides "does this
-    phrase occur", which suits topic classification of long documents.
+    phrase occur", which suits topic classification of long documents. ``bag=True`` adds the mean of the word
+    embeddings themselves (a fastText-style bag of words) beside the convolution features.
     """
     keras = _keras()
     layers = keras.layers
@@ -69,6 +70,8 @@ def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_d
             pooled.append(layers.GlobalAveragePooling1D(name=f"mean_over_time{k}")(branch))
         elif pooling != "max":
             raise InputError(f"pooling {pooling!r} is not known; use max or max+mean")
+    if bag:
+        pooled.append(layers.GlobalAveragePooling1D(name="mean_embedding")(x))
     x = layers.Concatenate(name="features")(pooled) if len(pooled) > 1 else pooled[0]
     if dropout:
         x = layers.Dropout(float(dropout), name="dropout")(x)
