@@ -101,6 +101,13 @@ def section_whole_process(data: dict | None) -> str:
     if "seed_vs_edgecnn_wall" in ratios:
         text.append(f"- seed's way / `edgecnn infer`: **{ratios['seed_vs_edgecnn_wall']:.1f}×** wall, "
                     f"{ratios['seed_vs_edgecnn_cpu']:.1f}× CPU")
+    imports = data.get("import_cpu_ms")
+    if imports:
+        total = sum(imports.values())
+        text += ["", ("Where the start-up of `edgecnn infer` goes: CPU ms of each import on top of the ones above it "
+                 "(medians over fresh interpreters). Everything above `click` is paid by the minimal script too."), "",
+                 md_table(["import", "CPU ms", "share"],
+                          [[name, fmt(ms, 1), f"{ms / total:.0%}"] for name, ms in imports.items()])]
     return "\n".join(text)
 
 

@@ -9,7 +9,8 @@ and prints the label:
 
 The contenders run in rounds, in a rotated order each round, so that a burst of load from other processes hits all
 of them alike; we report medians of wall time, of CPU time (user + system, less sensitive to a busy machine) and of
-peak RSS. Peak RSS is the child's ``ru_maxrss`` from ``os.wait4``. Linux carries ``ru_maxrss`` over ``execve`` from
+peak RSS. Then the start-up imports of ``edgecnn infer`` are timed step by step (CPU ms, medians), since at this
+model size they are most of the process. Peak RSS is the child's ``ru_maxrss`` from ``os.wait4``. Linux carries ``ru_maxrss`` over ``execve`` from
 the process that forked, so this script imports nothing but the standard library (about 10 MiB) to stay below every
 number it measures.
 
@@ -45,6 +46,26 @@ def run_measured(argv: list[str], env: dict) -> dict:
         raise SystemExit(f"{' '.join(argv)} failed with exit code {proc.returncode}; run it by hand to see why")
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024,
             "output": out.decode().strip().splitlines()[-1]}
+
+
+#: What ``edgecnn infer`` imports, in the order it needs them; each step's cost is measured on top of the ones before.
+IMPORT_STEPS = (("numpy", "import numpy"), ("onnxruntime", "import onnxruntime"),
+                ("Pillow (Image, PNG plugin)", "import PIL.Image, PIL.PngImagePlugin"), ("click", "import click"),
+                ("edgecnn (package, cli, runtime)", "import edgecnn, edgecnn.cli, edgecnn.runtime.infer"))
+
+
+def import_costs(env: dict, rounds: int) -> dict:
+    """Median CPU ms of each import step on top of the previous ones, each round in a fresh interpreter."""
+    probe = "import time\nclock = time.process_time\nt = [clock()]\n"
+    for _, statement in IMPORT_STEPS:
+        probe += f"{statement}\nt.append(clock())\n"
+    probe += "print(' '.join(str(b - a) for a, b in zip(t, t[1:])))\n"
+    samples = []
+    for _ in range(rounds):
+        out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout
+        samples.append([float(v) * 1e3 for v in out.split()])
+    return {name: statistics.median(row[i] for row in samples) for i, (name, _) in enumerate(IMPORT_STEPS)}
 
 
 def edgecnn_command() -> list[str]:
@@ -110,8 +131,9 @@ def main() -> None:
     if seed:
         ratios.update(seed_vs_edgecnn_wall=seed["wall_s"] / ours["wall_s"], seed_vs_edgecnn_cpu=seed["cpu_s"] / ours[
             "cpu_s"])
+    imports = import_costs(env, args.rounds)
     print(json.dumps({"model": str(model), "image": str(image), "keras": str(keras) if keras else None,
-                      "rounds": args.rounds, "results": results, "ratios": ratios}))
+                      "rounds": args.rounds, "results": results, "ratios": ratios, "import_cpu_ms": imports}))
 
 
 if __name__ == "__main__":
