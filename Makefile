@@ -52,7 +52,7 @@ lint: install
 	$(BIN)/ruff check edgecnn tests
 
 ## pi-check: run every reference export on an emulated Raspberry Pi (arm64 bookworm under qemu) and compare with
-## this machine; needs root, debootstrap and qemu-user-static; first run ~3-5 min, then cached in .pi-cache/
+## this machine; needs debootstrap, qemu-user-static, root or fakeroot; first run ~3-5 min, then cached in .pi-cache/
 pi-check: install
 	$(BIN)/python scripts/pi_check.py
 

@@ -18,8 +18,9 @@ Raspberry Pi OS 64-bit is Debian bookworm for arm64. This script
 
 It prints a table and exits 1 on any mismatch, 2 when it cannot run (missing tool, no export, download failure).
 
-Needs: Debian/Ubuntu packages ``debootstrap`` and ``qemu-user-static``, root (debootstrap creates device nodes; or
-``fakeroot``), and access to a Debian mirror and PyPI on the first run only. Usage::
+Needs: Debian/Ubuntu packages ``debootstrap`` and ``qemu-user-static``, root or ``fakeroot`` (debootstrap insists
+on uid 0; as a normal user the script runs it under fakeroot, checked to work), and access to a Debian mirror and
+PyPI on the first run only. Usage::
 
     python scripts/pi_check.py                 # all exports under exported/
     python scripts/pi_check.py --exports exported/digits-cnn --formats onnx,tflite-int8
@@ -81,11 +82,12 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 # --------------------------------------------------------------------------------------------------- the userland
 
-def require_tools() -> None:
-    missing = [tool for tool in ("debootstrap", QEMU, "dpkg") if not shutil.which(tool)]
-    if missing:
-        raise CheckError(f"missing {', '.join(missing)}; install with: sudo apt-get install debootstrap "
-                         "qemu-user-static")
+def tool(name: str) -> str:
+    """The full path of a command, looking in the sbin folders too (not on a normal user's PATH on Debian)."""
+    found = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    if not found:
+        raise CheckError(f"missing {name}; install with: sudo apt-get install debootstrap qemu-user-static")
+    return found
 
 
 def build_userland(cache: Path) -> Path:
@@ -94,7 +96,8 @@ def build_userland(cache: Path) -> Path:
     stamp = root / ".edgecnn-complete"
     if stamp.is_file():
         return root
-    require_tools()
+    debootstrap = tool("debootstrap")
+    tool("dpkg-deb")
     staging = cache / f"rootfs-{SUITE}-arm64.partial"
     if staging.exists():
         shutil.rmtree(staging)
@@ -106,7 +109,7 @@ def build_userland(cache: Path) -> Path:
                              "fakeroot)")
         prefix = ["fakeroot"]
     log(f"debootstrap {SUITE} arm64 from {MIRROR} (first run only)")
-    run(prefix + ["debootstrap", "--foreign", "--arch", "arm64", "--variant=minbase", "--include=python3", SUITE,
+    run(prefix + [debootstrap, "--foreign", "--arch", "arm64", "--variant=minbase", "--include=python3", SUITE,
                   str(staging), MIRROR])
     # --foreign extracts only the "required" set; the rest (python3 and the libraries it needs) is downloaded
     # into the apt cache. Unpack those debs without running their maintainer scripts (which would need arm64).
@@ -152,7 +155,7 @@ def guest_pythons(root: Path) -> list[Path]:
 
 def guest_command(root: Path, *args: str) -> list[str]:
     """argv that runs the userland's Python under qemu as a Cortex-A72."""
-    return [QEMU, "-cpu", QEMU_CPU, "-L", str(root), str(guest_pythons(root)[-1]), *args]
+    return [tool(QEMU), "-cpu", QEMU_CPU, "-L", str(root), str(guest_pythons(root)[-1]), *args]
 
 
 def guest_facts(root: Path) -> dict:

@@ -96,9 +96,12 @@ def test_aarch64_requirements_come_from_pyproject_and_hold_no_training_stack(pi_
 def _tools_ready() -> str | None:
     if os.environ.get("EDGECNN_PI_CHECK") != "1":
         return "set EDGECNN_PI_CHECK=1 to run the emulated Raspberry Pi check (2-3 min cold, about 1 min cached)"
-    missing = [t for t in ("debootstrap", "qemu-aarch64-static") if not shutil.which(t)]
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    missing = [t for t in ("debootstrap", "qemu-aarch64-static") if not shutil.which(t, path=path)]
     if missing:
         return f"missing {', '.join(missing)} (apt-get install debootstrap qemu-user-static)"
+    if os.geteuid() != 0 and not shutil.which("fakeroot"):
+        return "debootstrap needs root or fakeroot (apt-get install fakeroot)"
     return None
 
 
