@@ -227,8 +227,9 @@ def test_ctrl_c_ends_the_watch_with_a_summary(tmp_path):
     assert seen == ["a.png", "b.png"]
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery to a child differs on Windows")
-def test_cli_watch_prints_one_line_per_frame_and_exits_0_on_ctrl_c(digits_export, tmp_path):
+@pytest.mark.skipif(sys.platform == "win32", reason="signal delivery to a child differs on Windows")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_cli_watch_prints_one_line_per_frame_and_exits_0_when_stopped(digits_export, tmp_path, signum):
     import json
 
     inbox = tmp_path / "inbox"
@@ -236,7 +237,9 @@ def test_cli_watch_prints_one_line_per_frame_and_exits_0_on_ctrl_c(digits_export
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", "edgecnn.cli", "infer", "--model", str(digits_export),
                                 "--format", "tflite-int8", "--json", "--watch", str(inbox)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # a background job of a non-interactive shell inherits SIGINT ignored: undo that
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     samples = sorted((digits_export / "samples").glob("*.png"))
     enough = threading.Event()
 
@@ -258,7 +261,7 @@ def test_cli_watch_prints_one_line_per_frame_and_exits_0_on_ctrl_c(digits_export
             lines.append(line)
         enough.set()
         writer.join(5)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         out, err = process.communicate(timeout=30)
     finally:
         enough.set()

@@ -13,8 +13,8 @@ result per frame, as soon as the frame is complete, for as long as the device ru
   overwriting ``latest.jpg``) is a new image and is processed again; a file that is deleted is forgotten.
 * **Never fatal**: a file that cannot be processed (corrupt, truncated, deleted under us) is reported and counted,
   and the loop goes on.
-* **Stops cleanly** on Ctrl-C (KeyboardInterrupt) or when ``stop`` is set, and returns counts, so the CLI can print
-  a summary and exit 0.
+* **Stops cleanly** on Ctrl-C (KeyboardInterrupt), on SIGTERM (``systemctl stop``, ``docker stop``) or when ``stop``
+  is set, and returns counts, so the CLI can print a summary and exit 0.
 
 Files already in the folder when watching starts are skipped unless ``include_existing`` is set: they are the last
 run's frames, not new ones.
@@ -23,6 +23,7 @@ run's frames, not new ones.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -152,8 +153,10 @@ def watch(folder: str | os.PathLike, handle: Callable[[Path], object], *,
     from ..errors import EdgecnnError
 
     summary = WatchSummary()
+    stop = stop or threading.Event()
     files = iter_new_files(folder, stop=stop, interval=interval, settle_polls=settle_polls,
                            include_existing=include_existing, suffixes=suffixes, on_poll=on_poll)
+    previous = _stop_on_sigterm(stop)
     try:
         for path in files:
             try:
@@ -170,7 +173,23 @@ def watch(folder: str | os.PathLike, handle: Callable[[Path], object], *,
         pass
     finally:
         files.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return summary
+
+
+def _stop_on_sigterm(stop: threading.Event):
+    """Make SIGTERM finish the current file and end the loop like Ctrl-C; returns the handler to restore.
+
+    Only the main thread may set signal handlers; elsewhere (a watch run from a worker thread) SIGTERM keeps its
+    default meaning.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    except (ValueError, OSError):
+        return None
 
 
 __all__ = ["FolderWatcher", "WatchSummary", "iter_new_files", "watch"]
