@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
         host_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        rows = [["export", "format", "OS stack", "inputs", "same top-1", "max |Δscore|", "max Δbox px", "x86-64 s",
+        rows = [["export", "format", "OS stack", "inputs", "same labels", "max |Δscore|", "max Δbox px", "x86-64 s",
                  "arm64 s", "result"]]
         report, failed, host_results = [], 0, {}
         t = time.perf_counter()
