@@ -171,6 +171,20 @@ def section_detection(data: dict | None) -> str:
         f"inference {med['inference_us']:.0f} µs.")])
 
 
+def section_sizes(data: dict | None) -> str:
+    if not data or not data.get("results"):
+        return "_not measured (needs the flatbuffer schema of ai-edge-litert or TensorFlow)_"
+    rows = [[name, fmt(r["onnx"] / 1e3, 1), fmt(r["file"] / 1e3, 1), fmt(r["buffers"] / 1e3, 1),
+             fmt(r["quantization_params"] / 1e3, 1), fmt(r["structure"] / 1e3, 1), r["tensors"],
+             f"**{r['ratio_file']:.2f}×**", f"{r['ratio_weights']:.2f}×"] for name, r in data["results"].items()]
+    return "\n".join([
+        ("`python benchmarks/tflite_size.py`: the bytes of `model.int8.tflite` by kind (kB). Weights and biases are "
+        "the buffers; every quantized tensor also carries float32 scales and int64 zero points, one pair per "
+        "output channel for per-channel weights; the rest is the flatbuffer graph, tensor names and signature."), "",
+        md_table(["export", "model.onnx", "int8 .tflite", "weights+biases", "quant. params", "graph+names",
+                  "tensors", "onnx / tflite", "onnx / weights"], rows)])
+
+
 # --- targets --------------------------------------------------------------------------------------------------------
 
 def targets(whole: dict | None, inproc: dict | None, benches: dict[str, dict | None]) -> str:
@@ -248,6 +262,7 @@ def main() -> None:
     detection = None
     if (EXPORTED / "digit-detector" / "edgecnn.json").is_file() and (ROOT / "edgecnn/runtime/detection.py").is_file():
         detection = run_json([python, str(HERE / "detection_postprocess.py"), "--rounds", "50" if quick else "300"])
+    sizes = run_json([python, str(HERE / "tflite_size.py")])
     load_after = os.getloadavg()
 
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
@@ -282,6 +297,7 @@ def main() -> None:
         doc += [f"### {name}", "", section_bench(name, data), ""]
     if not benches:
         doc += ["_no exports in `exported/`_", ""]
+    doc += ["### Why `model.int8.tflite` is not 4× smaller", "", section_sizes(sizes), ""]
     doc += ["## 4. Tokenizer and detection post-processing", "", "### Tokenizer vs TextVectorization", "",
             section_text(text_output), "", "### Detection post-processing alone", "", section_detection(detection),
             "", "## How to reproduce", "",
@@ -293,7 +309,8 @@ def main() -> None:
     raw = Path(args.out).with_suffix(".json")
     raw.write_text(json.dumps({"machine": info, "load_before": load_before, "load_after": load_after,
                                "whole_process": whole, "in_process": inproc, "bench": benches,
-                               "detection_postprocess": detection, "tokenizer": text_output}, indent=1) + "\n")
+                               "detection_postprocess": detection, "tokenizer": text_output, "tflite_size": sizes},
+                              indent=1) + "\n")
     say(f"wrote {args.out} and {raw.name}")
 
 
