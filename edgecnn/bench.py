@@ -86,6 +86,12 @@ def benchmark(model_dir: str | os.PathLike, formats: list[str] | None = None, ru
         np.save(timing_inputs, _timing_batch(inputs, batch))
         for fmt in formats:
             row = {"status": "ok", **dict.fromkeys(RESULT_KEYS)}
+            if fmt == KERAS and not _keras_available(manifest):
+                row["status"], row["error"] = "error", (
+                    "needs TensorFlow (pip install 'edgecnn[train]') and the source model named in the manifest "
+                    f"({(manifest.get('source') or {}).get('model')}) under the current folder")
+                report["results"][fmt] = row
+                continue
             row["size_mb"] = _size_mb(manifest, fmt)
             say(f"{fmt}: latency ({runs} runs at batch 1), throughput (batch {batch}), memory")
             try:
