@@ -150,19 +150,29 @@ def test_map_is_one_for_perfect_predictions_and_drops_for_wrong_ones():
 
 # --- target encoding --------------------------------------------------------------------------------------------
 
-def test_target_encoding_puts_a_peak_of_one_at_each_centre_cell():
+def test_target_encoding_marks_centre_regions_positive_and_the_rest_of_the_box_ignored():
     tf = pytest.importorskip("tensorflow")
     from edgecnn.train.detection_models import encode_targets, pad_annotations
 
     annotations = [{"boxes": np.array([[8, 8, 40, 24], [80, 64, 96, 112]], np.float32), "labels": np.array([3, 5])},
                    {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}]
     boxes, labels = pad_annotations(annotations)
-    targets = encode_targets(tf, tf.constant(boxes), tf.constant(labels), (32, 32), 4, 10)
-    heat, box_target = targets["scores"].numpy(), targets["boxes"].numpy()
-    assert heat.shape == (2, 32, 32, 10) and box_target.shape == (2, 32, 32, 5)
-    peaks = np.argwhere(heat[0] == 1.0)
-    assert sorted(map(tuple, peaks.tolist())) == [(4, 6, 3), (22, 22, 5)]  # centres (24, 16) and (88, 88)
-    assert heat[1].max() == 0.0 and box_target[1, ..., 4].max() == 0.0
-    np.testing.assert_allclose(box_target[0, 4, 6, :4], [8, 8, 40, 24])
-    weights = box_target[0, ..., 4]
-    assert weights.sum() == pytest.approx(2.0, rel=1e-5)  # each object's weights sum to 1
+    targets = encode_targets(tf, tf.constant(boxes), tf.constant(labels), (16, 16), 8, 10)
+    heat, box_target = targets["class_probabilities"].numpy(), targets["boxes"].numpy()
+    objectness, weight = targets["objectness"].numpy()[..., 0], targets["objectness"].numpy()[..., 1]
+    assert heat.shape == (2, 16, 16, 10) and box_target.shape == (2, 16, 16, 5)
+    np.testing.assert_array_equal(objectness, heat.max(axis=-1))
+    # Object 1: centre (24, 16), 32x16 -> cells whose centres are within 8 px in x and 4 px in y: rows 1-2, cols 2-3.
+    assert sorted(map(tuple, np.argwhere(heat[0, ..., 3] == 1).tolist())) == [(1, 2), (1, 3), (2, 2), (2, 3)]
+    # Object 2: centre (88, 88), 16x48 -> within 4 px in x (cols 10-11) and 12 px in y (rows 9-12).
+    assert sorted(map(tuple, np.argwhere(heat[0, ..., 5] == 1).tolist())) == [
+        (r, c) for r in range(9, 13) for c in (10, 11)]
+    assert heat[0].sum() == 12 and heat[1].sum() == 0
+    # The rest of each box is ignored by the objectness loss: object 1's cols 1 and 4 of rows 1-2, and object 2's
+    # rows 8 and 13 of cols 10-11 (cells whose centres lie inside the box but outside its central region).
+    assert weight[0, 1, 1] == 0 and weight[0, 2, 4] == 0 and weight[0, 8, 10] == 0 and weight[0, 13, 11] == 0
+    assert weight[0, 0, 0] == 1 and weight[0, 1, 2] == 1 and weight[0, 9, 10] == 1
+    assert weight[0].sum() == 256 - 8 and weight[1].min() == 1
+    np.testing.assert_allclose(box_target[0, 1, 2], [8, 8, 40, 24, 1])
+    np.testing.assert_allclose(box_target[0, 12, 11], [80, 64, 96, 112, 1])
+    assert box_target[0, ..., 4].sum() == 12 and box_target[1].max() == 0

@@ -4,10 +4,10 @@ The exported graphs stop at the raw head so that this one function, not four con
 is: every backend (and the Keras model during training and validation) goes through :func:`decode`, so all formats
 are measured and run identically.
 
-The head is anchor-free and CenterNet-like, on one grid of stride ``s`` (manifest ``detection`` section):
+The head is anchor-free (FCOS-like), on one grid of stride ``s`` (manifest ``detection`` section):
 
 * ``scores``: N x H x W x C class probabilities (sigmoid inside the graph); a cell scores high for class c when
-  the centre of a class-c object lies in it.
+  it lies near the centre of a class-c object (several neighbouring cells may: NMS keeps the best).
 * ``boxes``: N x H x W x 4 raw distances (left, top, right, bottom) from the cell centre
   ``((j + 0.5) s, (i + 0.5) s)`` to the box edges: ``distance = softplus(raw) * s`` model-input pixels.
 
@@ -40,7 +40,7 @@ class DecodeSpec:
     pre_nms_top_k: int = DEFAULTS["pre_nms_top_k"]
 
     @classmethod
-    def from_section(cls, section: dict) -> "DecodeSpec":
+    def from_section(cls, section: dict) -> DecodeSpec:
         """Build from ``manifest["detection"]``; unknown box encodings are refused by the caller."""
         return cls(stride=int(section["stride"]), grid=tuple(int(v) for v in section["grid"]),
                    input_size=tuple(int(v) for v in section["input_size"]),

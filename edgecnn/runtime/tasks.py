@@ -466,5 +466,5 @@ def iter_image_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
     return expanded
 
 
-__all__ = ["Category", "Classification", "Detection", "DetectionResult", "ImageClassifier", "ObjectDetector",
-           "TextClassifier", "Task", "load", "asdict"]
+__all__ = ["Category", "Classification", "Detection", "DetectionResult", "ImageClassifier", "ObjectDetector", "Task",
+           "TextClassifier", "asdict", "load"]

@@ -204,12 +204,15 @@ def _load_coco(seed: int = 0, data: str | None = None, images: str | None = None
     if len(pixels) < 3:
         raise InputError(f"{path} lists {len(pixels)} images; a train/val/test split needs at least 3")
     order = np.random.default_rng(seed).permutation(len(pixels))
-    n_test = max(1, int(round(0.2 * len(order))))
-    n_val = max(1, int(round(0.1 * len(order))))
+    n_test = max(1, round(0.2 * len(order)))
+    n_val = max(1, round(0.1 * len(order)))
     test_idx, val_idx, train_idx = (np.sort(order[:n_test]), np.sort(order[n_test:n_test + n_val]),
                                     np.sort(order[n_test + n_val:]))
     x = np.stack(pixels)
-    pick = lambda idx: [targets[i] for i in idx]  # noqa: E731
+
+    def pick(idx):
+        return [targets[i] for i in idx]
+
     return Splits("coco", "object-detection", labels, x[train_idx], pick(train_idx), x[val_idx], pick(val_idx),
                   x[test_idx], pick(test_idx), prep)
 
