@@ -39,6 +39,15 @@ class TextClassificationAdapter(ImageClassificationAdapter):
         return {"name": self.input_name, "shape": [None, self.tokenizer.sequence_length], "dtype": "int32",
                 "layout": "NT (batch, token ids)"}
 
+    def outputs(self) -> list[dict]:
+        """Softmax probabilities, also when the last layer averages the softmaxes of an ensemble's members."""
+        spec = super().outputs()
+        last = self.model.layers[-1]
+        if type(last).__name__ == "Average" and all(
+                getattr(getattr(layer, "activation", None), "__name__", "") == "softmax" for layer in _producers(last)):
+            spec[0]["kind"] = "probabilities"
+        return spec
+
     def model_inputs(self, examples) -> np.ndarray:
         return self.tokenizer.encode(list(examples))
 
@@ -61,6 +70,11 @@ class TextClassificationAdapter(ImageClassificationAdapter):
             (folder / name).write_text(text, encoding="utf-8")
         return {"folder": "samples", "count": sum(counts.values()),
                 "selection": f"first {per_class} test-split texts per class that the source model gets right"}
+
+
+def _producers(layer) -> list:
+    """The layers whose outputs feed ``layer`` in a functional model."""
+    return [tensor._keras_history.operation for tensor in layer.input]
 
 
 ADAPTERS[TextClassificationAdapter.task] = TextClassificationAdapter

@@ -53,15 +53,43 @@ def _init_embedding_with_lsa(model, token_ids: np.ndarray, vocab_size: int, seed
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfTransformer
 
-    layer = model.get_layer("embedding")
-    dim = int(layer.output_dim)
+    layers = [layer for layer in model.layers if layer.name.endswith("embedding") and hasattr(layer, "output_dim")]
+    dim = int(layers[0].output_dim)
     rows, cols = np.nonzero(token_ids > text_rt.OOV_ID)  # padding and [UNK] carry no topic
     counts = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, token_ids[rows, cols])),
                                shape=(len(token_ids), vocab_size))
     tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(counts)
     vectors = TruncatedSVD(dim, random_state=seed).fit_transform(tfidf.T.tocsr()).astype(np.float32)
     vectors *= 0.05 / max(float(vectors.std()), 1e-12)
-    layer.set_weights([vectors])
+    for layer in layers:
+        layer.set_weights([vectors])
+
+
+def _weight_averager(keras, start: int):
+    """A callback that sets the model to the mean of its weights at the end of epochs ``start``, ``start + 1``, ...
+
+    Stochastic weight averaging (Izmailov et al. 2018): once the training set is fit, the weights wander along a
+    flat valley; their mean sits nearer its centre than any single epoch and generalizes better. The exported
+    model is an ordinary model with the averaged weights.
+    """
+
+    class WeightAverage(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.total, self.count = None, 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 < start:
+                return
+            weights = self.model.get_weights()
+            self.total = weights if self.total is None else [t + w for t, w in zip(self.total, weights)]
+            self.count += 1
+
+        def on_train_end(self, logs=None):
+            if self.count:
+                self.model.set_weights([t / self.count for t in self.total])
+
+    return WeightAverage()
 
 
 def _token_dropout(tf, rate: float, seed: int):
@@ -97,8 +125,9 @@ def train_text_classifier(tf, keras, splits, model_name, out, epochs, seed, batc
     Model options read here: ``vocab_size`` (most frequent training words kept, default 8000, including the
     padding and ``[UNK]`` entries), ``sequence_length`` (default: automatic, see ``auto_sequence_length``),
     ``weight_decay`` (AdamW's decoupled decay, default 0), ``ema`` (momentum of an exponential moving average
-    of the weights, default 0 = off) and ``token_dropout`` (see ``_token_dropout``; the trainer's ``augment``
-    switch turns it off); the rest go to the architecture.
+    of the weights, default 0 = off), ``token_dropout`` (see ``_token_dropout``; the trainer's ``augment``
+    switch turns it off), ``embedding_init`` (``random`` or ``lsa``) and ``average_from`` (epoch from which
+    weights are averaged instead of early stopping, default 0 = off); the rest go to the architecture.
     """
     options = dict(model_options)
     vocab_size = int(options.pop("vocab_size", DEFAULT_VOCAB_SIZE))
@@ -108,6 +137,7 @@ def train_text_classifier(tf, keras, splits, model_name, out, epochs, seed, batc
     ema = float(options.pop("ema", 0.0))
     token_dropout = float(options.pop("token_dropout", DEFAULT_TOKEN_DROPOUT))
     embedding_init = str(options.pop("embedding_init", "random"))
+    average_from = int(options.pop("average_from", 0))
     sequence_length = options.pop("sequence_length", None)
     sequence_length = int(sequence_length) if sequence_length else auto_sequence_length(splits.x_train, standardize)
 
@@ -132,10 +162,16 @@ def train_text_classifier(tf, keras, splits, model_name, out, epochs, seed, batc
         train_ds = train_ds.map(_token_dropout(tf, token_dropout, seed), num_parallel_calls=tf.data.AUTOTUNE)
     train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, splits.y_val)).batch(256)
-    history = fit_model(tf, keras, model, train_ds, val_ds, epochs, patience, verbose)
+    if average_from:
+        # Weight averaging replaces early stopping: train all epochs, average the weights from ``average_from`` on.
+        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
+                            callbacks=[_weight_averager(keras, int(average_from))])
+    else:
+        history = fit_model(tf, keras, model, train_ds, val_ds, epochs, patience, verbose)
     model.save(out / "model.keras")
     save_history(history, out)
 
+    val_accuracy = float(np.mean(model.predict(x_val, batch_size=256, verbose=0).argmax(axis=1) == splits.y_val))
     y_pred = model.predict(x_test, batch_size=256, verbose=0).argmax(axis=1)
     accuracy = float(np.mean(y_pred == splits.y_test))
     save_confusion(splits.y_test, y_pred, splits.labels, out / "confusion.png",
@@ -145,7 +181,8 @@ def train_text_classifier(tf, keras, splits, model_name, out, epochs, seed, batc
     tokenizer = text_rt.Tokenizer.from_manifest_section(section)
     parity = float(np.mean(np.all(tokenizer.encode(splits.x_test) == x_test, axis=1)))
     reference = tfidf_reference(splits.x_train, splits.y_train, splits.x_test, splits.y_test)
-    metrics = {"test_accuracy": accuracy, "test_size": len(y_pred), "epochs_run": len(history.epoch),
+    metrics = {"test_accuracy": accuracy, "test_size": len(y_pred), "val_accuracy": val_accuracy,
+               "epochs_run": len(history.epoch),
                "parameters": int(model.count_params()), "vocabulary_size": len(vocabulary),
                "sequence_length": sequence_length, "tokenizer_parity": parity, "tfidf_reference": reference}
     return metrics, {"text": section}

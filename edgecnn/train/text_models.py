@@ -43,36 +43,46 @@ def text_cnn(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: in
 
 @register_model("text-cnn-multi", TASK,
                 "Kim (2014): parallel Conv1D widths 3,4,5, max-over-time, dropout; -o vocab_size, embedding_dim, "
-                "sequence_length, filters, dropout, embedding_dropout")
+                "sequence_length, filters, dropout, embedding_dropout, members")
 def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: int = 32, filters: int = 64,
                    kernel_sizes=(3, 4, 5), dropout: float = 0.5, embedding_dropout: float = 0.2,
-                   pooling: str = "max", bag: bool = False, **_ignored):
+                   pooling: str = "max", bag: bool = False, members: int = 1, **_ignored):
     """Several n-gram detectors side by side; dropout on whole embedding channels and on the pooled features.
 
     ``SpatialDropout1D`` drops entire embedding dimensions during training (a word-independent regularizer that
     helps on a corpus of 1.5k documents); both dropouts are identities in the exported graph. ``pooling="max+mean"``
     adds the mean over time of each branch to its max: "how much of the text is about this" besides "does this
     phrase occur", which suits topic classification of long documents. ``bag=True`` adds the mean of the word
-    embeddings themselves (a fastText-style bag of words) beside the convolution features.
+    embeddings themselves (a fastText-style bag of words) beside the convolution features. ``members=K`` builds K
+    independent towers (own embedding, convolutions and softmax) and averages their probabilities: an ensemble in
+    one graph, K times the weights.
     """
     keras = _keras()
     layers = keras.layers
-    inputs, x = _embedded(input_shape, vocab_size, embedding_dim, layers, keras)
-    if embedding_dropout:
-        x = layers.SpatialDropout1D(float(embedding_dropout), name="embedding_dropout")(x)
     if isinstance(kernel_sizes, (int, str)):
         kernel_sizes = [int(k) for k in str(kernel_sizes).split(",")]
-    pooled = []
-    for k in kernel_sizes:
-        branch = layers.Conv1D(int(filters), int(k), activation="relu", name=f"conv{k}")(x)
-        pooled.append(layers.GlobalMaxPooling1D(name=f"max_over_time{k}")(branch))
-        if pooling == "max+mean":
-            pooled.append(layers.GlobalAveragePooling1D(name=f"mean_over_time{k}")(branch))
-        elif pooling != "max":
-            raise InputError(f"pooling {pooling!r} is not known; use max or max+mean")
-    if bag:
-        pooled.append(layers.GlobalAveragePooling1D(name="mean_embedding")(x))
-    x = layers.Concatenate(name="features")(pooled) if len(pooled) > 1 else pooled[0]
-    if dropout:
-        x = layers.Dropout(float(dropout), name="dropout")(x)
-    return keras.Model(inputs, _classifier_head(x, num_classes, layers), name="text_cnn_multi")
+    if pooling not in ("max", "max+mean"):
+        raise InputError(f"pooling {pooling!r} is not known; use max or max+mean")
+    inputs = keras.Input(input_shape, dtype="int32", name="tokens")
+    members = int(members)
+    outputs = []
+    for m in range(members):
+        prefix = "" if members == 1 else f"member{m + 1}_"
+        x = layers.Embedding(int(vocab_size), int(embedding_dim), name=f"{prefix}embedding")(inputs)
+        if embedding_dropout:
+            x = layers.SpatialDropout1D(float(embedding_dropout), name=f"{prefix}embedding_dropout")(x)
+        pooled = []
+        for k in kernel_sizes:
+            branch = layers.Conv1D(int(filters), int(k), activation="relu", name=f"{prefix}conv{k}")(x)
+            pooled.append(layers.GlobalMaxPooling1D(name=f"{prefix}max_over_time{k}")(branch))
+            if pooling == "max+mean":
+                pooled.append(layers.GlobalAveragePooling1D(name=f"{prefix}mean_over_time{k}")(branch))
+        if bag:
+            pooled.append(layers.GlobalAveragePooling1D(name=f"{prefix}mean_embedding")(x))
+        x = layers.Concatenate(name=f"{prefix}features")(pooled) if len(pooled) > 1 else pooled[0]
+        if dropout:
+            x = layers.Dropout(float(dropout), name=f"{prefix}dropout")(x)
+        if members == 1:
+            return keras.Model(inputs, _classifier_head(x, num_classes, layers), name="text_cnn_multi")
+        outputs.append(layers.Dense(num_classes, activation="softmax", name=f"{prefix}probabilities")(x))
+    return keras.Model(inputs, layers.Average(name="probabilities")(outputs), name="text_cnn_multi_ensemble")
