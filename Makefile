@@ -33,7 +33,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 ## export: rebuild the committed reference exports in exported/
-export: export-digits export-text
+export: export-digits export-text export-detector
 
 export-digits: install
 	$(BIN)/edgecnn train --dataset digits --model seed-cnn --epochs $(EPOCHS) --patience 10 --seed 0 --out runs/digits-cnn
@@ -53,6 +53,11 @@ bench: install
 	test -f runs/digits-cnn/model.keras || $(BIN)/edgecnn train --dataset digits --model seed-cnn \
 		--epochs $(EPOCHS) --patience 10 --seed 0 --out runs/digits-cnn
 	$(BIN)/python benchmarks/run.py --out BENCHMARKS.md
+
+export-detector: install
+	$(BIN)/edgecnn train --dataset digit-scenes --model detector --epochs 14 --batch-size 16 --lr 2e-3 --patience 14 \
+		--seed 0 -d train=4000 -d val=200 -d test=300 --out runs/digit-detector
+	$(BIN)/edgecnn export runs/digit-detector/model.keras --out exported/digit-detector
 
 ## lint: ruff over the package and the tests
 lint: install
