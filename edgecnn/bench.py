@@ -41,6 +41,8 @@ KERAS = "keras"
 RESULT_KEYS = ("size_mb", "metric", "load_ms", "p50_ms", "p90_ms", "p99_ms", "throughput", "rss_mib")
 METRIC_KEYS = ("accuracy", "map50")  # the first of these that the task's scorer reports is the metric column
 CHILD_TIMEOUT_S = 1800
+#: Timed batch-1 calls of Keras ``model.predict`` at most (its row reports ``runs`` accordingly).
+KERAS_MAX_RUNS = 20
 
 
 def benchmark(model_dir: str | os.PathLike, formats: list[str] | None = None, runs: int = 100, batch: int = 32,
@@ -51,13 +53,15 @@ def benchmark(model_dir: str | os.PathLike, formats: list[str] | None = None, ru
         model_dir: an export folder (``edgecnn.json`` and the model files).
         formats: a subset such as ``["onnx", "tflite-int8", "keras"]``; default: every file in the export, plus
             ``keras`` when TensorFlow is importable and the manifest's ``source.model`` file exists.
-        runs: timed batch-1 calls per format (after ``max(5, runs // 10)`` warm-up calls).
+        runs: timed batch-1 calls per format (after ``max(3, runs // 10)`` warm-up calls); at most
+            ``KERAS_MAX_RUNS`` for ``keras``, whose ``predict`` is a thousand times slower. Each row says its ``runs``.
         batch: the batch size of the throughput measurement.
         threads: runtime threads (``None``: each runtime's default).
         progress: called with a short message before each step (the CLI prints them on stderr).
 
     Returns ``{"model", "task", "metric", "dataset", "n", "runs", "batch", "threads", "notes", "results":
-    {FORMAT: {"status", "size_mb", "metric", "load_ms", "p50_ms", "p90_ms", "p99_ms", "throughput", "rss_mib"}}}``.
+    {FORMAT: {"status", "size_mb", "metric", "load_ms", "p50_ms", "p90_ms", "p99_ms", "throughput", "rss_mib",
+    "runs"}}}``.
     A format that cannot run here keeps its row, with ``status`` "error", an ``error`` message saying why, and
     ``None`` for what was not measured.
 
@@ -296,10 +300,12 @@ def _child(args: dict) -> dict:
     x = np.load(args["inputs"])
     step, load_ms = _open_runtime(args["model"], args["format"], args["threads"])
     runs, batch = args["runs"], args["batch"]
-    latency = _time_calls(step, x[:1], runs, warmup=max(5, runs // 10))
+    if args["format"] == KERAS:  # each predict() takes 0.1-0.5 s; more calls would not change the picture
+        runs = min(runs, KERAS_MAX_RUNS)
+    latency = _time_calls(step, x[:1], runs, warmup=max(3, runs // 10))
     batch_runs = max(3, min(runs, -(-20 * 32 // batch)))  # about 20 batches of 32 items' worth, at least 3 calls
     batched = _time_calls(step, x[:batch], batch_runs, warmup=2)
-    return {"load_ms": round(load_ms, 3), "p50_ms": round(_percentile(latency, 50), 4),
+    return {"runs": runs, "load_ms": round(load_ms, 3), "p50_ms": round(_percentile(latency, 50), 4),
             "p90_ms": round(_percentile(latency, 90), 4), "p99_ms": round(_percentile(latency, 99), 4),
             "throughput": round(batch / (_percentile(batched, 50) / 1e3), 1), "rss_mib": round(_peak_rss_mib(), 1)}
 
