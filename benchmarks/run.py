@@ -300,6 +300,24 @@ def main() -> None:
     doc += ["### Why `model.int8.tflite` is not 4× smaller", "", section_sizes(sizes), ""]
     doc += ["## 4. Tokenizer and detection post-processing", "", "### Tokenizer vs TextVectorization", "",
             section_text(text_output), "", "### Detection post-processing alone", "", section_detection(detection),
+            "", "## What was done for these numbers, and what was left", "",
+            ("- Start-up: `edgecnn infer` chose its default format from package metadata; `importlib.metadata` "
+            "alone cost tens of ms of CPU per run. It now asks `importlib.util.find_spec`, and metadata is read only "
+            "where versions are reported (`edgecnn info`). The CLI imports click and the standard library at the "
+            "top, each command imports what it uses (tests: `test_runtime_line.py`, `test_latency_parity.py`)."),
+            ("- The sha256 check of the model file on every load is kept: it is what turns a truncated or swapped "
+            "file into a one-line error, and it costs a few ms (the hashlib import plus about 1 ms per MB)."),
+            ("- One runtime session/interpreter per task object, reused for every input; the LiteRT backend binds "
+            "each tensor's quantization parameters once instead of looking them up on every call."),
+            ("- Threads: each runtime's default (onnxruntime one intra-op thread per physical core). On a busy "
+            "machine `--threads 1` shortens onnxruntime's tail latency (its spinning worker waits for a core) without "
+            "changing the median; both `infer` and `bench` take `--threads`."),
+            ("- The ratios against the seed's way depend on TensorFlow's import time and on load: with more processes "
+            "than cores the single-threaded `edgecnn infer` waits for a core longer than multi-threaded TensorFlow "
+            "does, so under load the wall ratio understates what a quiet machine shows (compare the CPU ratio)."),
+            ("- `model.int8.tflite` holds int8 weights (4× smaller than float32) but also int32 biases, per-channel "
+            "scales and int64 zero points, and the graph; small models with many thin layers pay relatively more "
+            "(see the size breakdown above)."),
             "", "## How to reproduce", "",
             ("`make bench` (installs the venv if needed, trains `runs/digits-cnn/model.keras` for the seed's way when "
             "it is missing, then runs `benchmarks/run.py`). Each section also runs alone and prints JSON: "
