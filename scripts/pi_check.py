@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
-"""Prove the runtime on a Raspberry Pi without holding one: run ``edgecnn infer`` in an emulated arm64 userland.
+"""Prove the runtime on a Raspberry Pi without holding one: run ``edgecnn infer`` in emulated ARM userlands.
 
-Raspberry Pi OS 64-bit is Debian bookworm for arm64. This script
+Raspberry Pi OS is Debian bookworm, for arm64 (64-bit) or armhf (32-bit). This script
 
-1. builds (once, cached in ``.pi-cache/``) a minimal arm64 bookworm userland with ``debootstrap --foreign``, unpacks
-   its Python with ``dpkg -x`` (``--foreign`` only extracts the *required* packages; the second stage would need to
-   run arm64 code as root, which we avoid) and gives it a Raspberry Pi 4 ``/proc/cpuinfo``: the aarch64 onnxruntime
-   wheel reads it at import time and segfaults on the host's x86 one (qemu-user's ``-L`` serves absolute paths from
-   the userland first);
-2. downloads the aarch64 wheels of edgecnn's runtime dependencies, as ``pyproject.toml`` declares them *for that
-   machine* (its environment markers evaluated for aarch64 and the userland's Python), and unzips them into one
-   folder — which also checks that no TensorFlow, Keras, tf2onnx or onnx sneaks in;
-3. runs ``python -m edgecnn.cli infer --json`` under ``qemu-aarch64-static -cpu cortex-a72`` on every committed
-   reference export (every format it ships), runs the same on this machine, and compares: same top-1 labels and
-   scores within ``--tolerance`` for fp32, same top-1 labels for int8, same detections with boxes within
-   ``--box-tolerance`` pixels.
+1. builds (once, cached in ``.pi-cache/``) a minimal bookworm userland per architecture with ``debootstrap
+   --foreign``, unpacks its Python (and, for armhf, Debian's numpy and Pillow, as the 32-bit install uses them)
+   without running maintainer scripts (``--foreign`` only extracts the *required* packages; the second stage would
+   have to run ARM code as root), and gives it a Raspberry Pi 4 ``/proc/cpuinfo``: the aarch64 onnxruntime wheel
+   reads it at import time and segfaults on the host's x86 one (qemu-user's ``-L`` serves absolute paths from the
+   userland first);
+2. downloads the wheels of edgecnn's runtime dependencies for that machine, as ``pyproject.toml`` declares them
+   (environment markers evaluated for aarch64 / armv7l and the userland's Python), and unzips them into one folder
+   -- which also checks that no TensorFlow, Keras, tf2onnx or onnx sneaks in;
+3. runs ``python -m edgecnn.cli infer --json`` under ``qemu-aarch64-static -cpu cortex-a72`` (every format) and
+   ``qemu-arm-static -cpu cortex-a7`` (the .tflite files: 32-bit ARM has no onnxruntime) on every committed
+   reference export, runs the same on this machine, and compares: same top-1 labels and scores within
+   ``--tolerance`` for fp32, same top-1 labels for int8, same detections with boxes within ``--box-tolerance``
+   pixels.
 
 It prints a table and exits 1 on any mismatch, 2 when it cannot run (missing tool, no export, download failure).
 
@@ -22,8 +24,8 @@ Needs: Debian/Ubuntu packages ``debootstrap`` and ``qemu-user-static``, root or 
 on uid 0; as a normal user the script runs it under fakeroot, checked to work), and access to a Debian mirror and
 PyPI on the first run only. Usage::
 
-    python scripts/pi_check.py                 # all exports under exported/
-    python scripts/pi_check.py --exports exported/digits-cnn --formats onnx,tflite-int8
+    python scripts/pi_check.py                 # all exports under exported/, 64-bit and 32-bit
+    python scripts/pi_check.py --exports exported/digits-cnn --formats onnx,tflite-int8 --no-32bit
 """
 
 from __future__ import annotations
@@ -43,24 +45,48 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-SUITE = "bookworm"  # Raspberry Pi OS 12 (64-bit) is Debian bookworm
+SUITE = "bookworm"  # Raspberry Pi OS 12 is Debian bookworm
 MIRROR = "http://deb.debian.org/debian"
-QEMU = "qemu-aarch64-static"
-QEMU_CPU = "cortex-a72"  # the Raspberry Pi 4's core
-TARGET_MACHINE = "aarch64"
 OLDEST_MANYLINUX = 17  # manylinux2014 == manylinux_2_17
 FORBIDDEN = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "tf-keras")
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "ai-edge-litert": "ai_edge_litert.interpreter",
                    "tflite-runtime": "tflite_runtime.interpreter"}
-EXTRAS = ("tflite",)  # the runtime dependencies plus the LiteRT interpreter: both backends get exercised
 ROUNDING_SLACK = 1e-9  # the CLI rounds scores to 4-6 decimals: 0.1235 - 0.1234 is 1.0000000000000286e-04
 
-#: A Raspberry Pi 4 Model B's /proc/cpuinfo (64-bit kernel): four Cortex-A72 cores (ARM implementer 0x41,
-#: part 0xd08). onnxruntime's cpuinfo library parses this at import and crashes on an x86 one.
-PI4_CPUINFO = "".join(
-    f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
-    f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n" for i in range(4)
-) + "Hardware\t: BCM2835\nRevision\t: c03111\nSerial\t\t: 100000000000abcd\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n"
+
+def _cpuinfo(architecture: int, features: str, name: str = "") -> str:
+    """A Raspberry Pi 4 Model B's /proc/cpuinfo: four Cortex-A72 cores (ARM implementer 0x41, part 0xd08)."""
+    core = (f"processor\t: {{i}}\n{name}BogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
+            f"CPU architecture: {architecture}\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n")
+    return "".join(core.format(i=i) for i in range(4)) + (
+        "Hardware\t: BCM2835\nRevision\t: c03111\nSerial\t\t: 100000000000abcd\n"
+        "Model\t\t: Raspberry Pi 4 Model B Rev 1.1\n")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One Raspberry Pi OS flavour to emulate."""
+
+    name: str
+    arch: str  # Debian architecture
+    qemu: str
+    cpu: str
+    cpuinfo: str
+    apt: dict  # pip distribution -> the Debian package that provides it in this install
+    extras: tuple = ()  # pyproject extras installed too
+
+
+TARGETS = {
+    # 64-bit: everything from PyPI, plus the tflite extra so that both backends run.
+    "64-bit": Target("64-bit", "arm64", "qemu-aarch64-static", "cortex-a72",
+                     _cpuinfo(8, "fp asimd evtstrm crc32 cpuid"), apt={}, extras=("tflite",)),
+    # 32-bit: numpy and Pillow from Debian (PyPI has no armv7l wheels; Debian's numpy is < 2 as tflite-runtime
+    # needs), the rest from PyPI, as docs/raspberry-pi.md installs it. Cortex-A7: the oldest 32-bit Pi 2's core.
+    "32-bit": Target("32-bit", "armhf", "qemu-arm-static", "cortex-a7",
+                     _cpuinfo(7, "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm "
+                              "crc32", "model name\t: ARMv7 Processor rev 3 (v7l)\n"),
+                     apt={"numpy": "python3-numpy", "pillow": "python3-pil"}),
+}
 
 
 class CheckError(Exception):
@@ -90,15 +116,19 @@ def tool(name: str) -> str:
     return found
 
 
-def build_userland(cache: Path) -> Path:
-    """The cached arm64 bookworm root with Python unpacked and a Pi 4 cpuinfo; built atomically on first use."""
-    root = cache / f"rootfs-{SUITE}-arm64"
-    stamp = root / ".edgecnn-complete"
-    if stamp.is_file():
+def userland_path(cache: Path, target: Target) -> Path:
+    return cache / f"rootfs-{SUITE}-{target.arch}"
+
+
+def build_userland(cache: Path, target: Target) -> Path:
+    """The cached bookworm root for ``target`` with Python unpacked and a Pi 4 cpuinfo; built atomically."""
+    root = userland_path(cache, target)
+    if (root / ".edgecnn-complete").is_file():
         return root
     debootstrap = tool("debootstrap")
     tool("dpkg-deb")
-    staging = cache / f"rootfs-{SUITE}-arm64.partial"
+    tool(target.qemu)
+    staging = root.with_name(root.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
     cache.mkdir(parents=True, exist_ok=True)
@@ -108,11 +138,12 @@ def build_userland(cache: Path) -> Path:
             raise CheckError("debootstrap needs root: run as root, or install fakeroot (sudo apt-get install "
                              "fakeroot)")
         prefix = ["fakeroot"]
-    log(f"debootstrap {SUITE} arm64 from {MIRROR} (first run only)")
-    run(prefix + [debootstrap, "--foreign", "--arch", "arm64", "--variant=minbase", "--include=python3", SUITE,
-                  str(staging), MIRROR])
+    include = ",".join(["python3", *target.apt.values()])
+    log(f"debootstrap {SUITE} {target.arch} with {include} from {MIRROR} (first run only)")
+    run(prefix + [debootstrap, "--foreign", "--arch", target.arch, "--variant=minbase", f"--include={include}",
+                  SUITE, str(staging), MIRROR])
     # --foreign extracts only the "required" set; the rest (python3 and the libraries it needs) is downloaded
-    # into the apt cache. Unpack those debs without running their maintainer scripts (which would need arm64).
+    # into the apt cache. Unpack those debs without running their maintainer scripts (which would need ARM code).
     required = set((staging / "debootstrap" / "required").read_text().split())
     archives = staging / "var" / "cache" / "apt" / "archives"
     unpacked = 0
@@ -121,12 +152,13 @@ def build_userland(cache: Path) -> Path:
             unpack_deb(deb, staging)
             unpacked += 1
         deb.unlink()  # the debs are not needed again; keep the cache small
-    log(f"unpacked {unpacked} packages with dpkg -x")
+    link_alternatives(staging)
+    log(f"unpacked {unpacked} packages with dpkg-deb")
     proc = staging / "proc"
     if proc.is_symlink():  # debootstrap links proc -> /proc when it thinks it runs in a container: never write there
         proc.unlink()
     proc.mkdir(exist_ok=True)
-    (proc / "cpuinfo").write_text(PI4_CPUINFO)
+    (proc / "cpuinfo").write_text(target.cpuinfo)
     if not guest_pythons(staging):
         raise CheckError(f"debootstrap gave no python3.X in {staging}/usr/bin; see {staging}/debootstrap/"
                          "debootstrap.log")
@@ -149,26 +181,48 @@ def unpack_deb(deb: Path, root: Path) -> None:
             raise CheckError(f"dpkg-deb could not read {deb}; delete {root} and run again")
 
 
+def link_alternatives(root: Path) -> None:
+    """What the BLAS/LAPACK postinst scripts would do: ``update-alternatives`` links ``libblas.so.3`` from its
+    ``blas/`` folder into the library path (Debian's numpy links against it)."""
+    for library in root.glob("usr/lib/*-linux-gnu*/*/lib*.so.3"):
+        if library.parent.name in ("blas", "lapack"):
+            link = library.parent.parent / library.name
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(Path(library.parent.name) / library.name)
+
+
 def guest_pythons(root: Path) -> list[Path]:
     return sorted(p for p in (root / "usr" / "bin").glob("python3.*") if re.fullmatch(r"python3\.\d+", p.name))
 
 
-def guest_command(root: Path, *args: str) -> list[str]:
-    """argv that runs the userland's Python under qemu as a Cortex-A72."""
-    return [tool(QEMU), "-cpu", QEMU_CPU, "-L", str(root), str(guest_pythons(root)[-1]), *args]
+def guest_command(root: Path, target: Target, *args: str) -> list[str]:
+    """argv that runs the userland's Python under qemu as the target's CPU."""
+    return [tool(target.qemu), "-cpu", target.cpu, "-L", str(root), str(guest_pythons(root)[-1]), *args]
 
 
-def guest_facts(root: Path) -> dict:
-    """The emulated Python's version and glibc, which decide the wheels it can take."""
-    probe = ("import json, os, platform, sys; print(json.dumps({'python': '%d.%d' % sys.version_info[:2], "
-             "'full': platform.python_version(), 'machine': platform.machine(), "
+def guest_facts(root: Path, target: Target) -> dict:
+    """The emulated Python's version, machine and glibc (which decide the wheels it takes), and Debian's modules."""
+    probe = ("import importlib.util, json, os, platform, sys; print(json.dumps({'python': '%d.%d' % "
+             "sys.version_info[:2], 'full': platform.python_version(), 'machine': platform.machine(), "
              "'glibc': os.confstr('CS_GNU_LIBC_VERSION').split()[-1]}))")
-    return json.loads(run(guest_command(root, "-c", probe), timeout=120).stdout)
+    return json.loads(run(guest_command(root, target, "-c", probe), timeout=300).stdout)
+
+
+def debian_version(root: Path, package: str) -> str:
+    """The upstream version of a Debian package in the userland's suite, from the Packages index debootstrap kept
+    (``1:1.24.2-1+deb12u1`` -> ``1.24.2``)."""
+    stanza = re.compile(rf"^Package: {re.escape(package)}\n(?:.+\n)*?Version: (\S+)", re.MULTILINE)
+    for index in (root / "var" / "lib" / "apt" / "lists").glob("*_Packages"):
+        found = stanza.search(index.read_text(errors="replace"))  # the index is ~45 MB: no full parse
+        if found:
+            version = found.group(1).split(":", 1)[-1]
+            return re.split(r"[-+~]", version, maxsplit=1)[0]
+    raise CheckError(f"{package} is not in the {SUITE} Packages index under {root}; delete {root} and run again")
 
 
 # ----------------------------------------------------------------------------------------------------- the wheels
 
-def target_requirements(facts: dict, pyproject: Path = REPO / "pyproject.toml", extras=EXTRAS) -> list[str]:
+def target_requirements(facts: dict, pyproject: Path = REPO / "pyproject.toml", extras=("tflite",)) -> list[str]:
     """edgecnn's runtime requirements (plus ``extras``) whose markers hold on the emulated Pi, markers stripped."""
     import tomllib
     from packaging.markers import default_environment
@@ -188,19 +242,67 @@ def target_requirements(facts: dict, pyproject: Path = REPO / "pyproject.toml", 
     return wanted
 
 
+def pip_requirements(root: Path, target: Target, facts: dict) -> tuple[list[str], list[str]]:
+    """(what pip installs, what Debian provides) for ``target``: the distributions the target takes from apt are
+    checked against pyproject's specifiers (a Debian numpy our markers exclude would break the documented install)
+    and left out of the download."""
+    from packaging.requirements import Requirement
+
+    from_pip, from_apt = [], []
+    for line in target_requirements(facts, extras=target.extras):
+        requirement = Requirement(line)
+        package = target.apt.get(requirement.name.lower())
+        if package is None:
+            from_pip.append(line)
+            continue
+        version = debian_version(root, package)
+        if version not in requirement.specifier:
+            raise CheckError(f"Debian {SUITE}'s {package} {version} does not satisfy {line} from pyproject.toml: "
+                             "the 32-bit install in docs/raspberry-pi.md would break")
+        if f"{requirement.name}=={version} (Debian {package})" not in from_apt:
+            from_apt.append(f"{requirement.name}=={version} (Debian {package})")
+    return from_pip, from_apt
+
+
+def check_dependencies(wheels: list[Path], downloaded: set[str], provided: dict[str, str], facts: dict) -> None:
+    """Every Requires-Dist of every wheel (for this machine, no extras) is downloaded or provided by Debian."""
+    from packaging.requirements import Requirement
+
+    env = {"platform_machine": facts["machine"], "python_version": facts["python"], "sys_platform": "linux",
+           "platform_system": "Linux", "os_name": "posix", "extra": ""}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            text = archive.read(metadata).decode()
+        for line in re.findall(r"^Requires-Dist: (.+)$", text, re.MULTILINE):
+            requirement = Requirement(line)
+            name = requirement.name.lower().replace("_", "-")
+            if requirement.marker is not None and not requirement.marker.evaluate(env):
+                continue
+            if name in provided:
+                if provided[name] not in requirement.specifier:
+                    raise CheckError(f"{wheel.name} needs {line}, but Debian provides {name} {provided[name]}")
+            elif name not in downloaded:
+                raise CheckError(f"{wheel.name} needs {line}, which is neither downloaded nor provided by Debian")
+
+
 def platform_tags(facts: dict) -> list[str]:
     major, minor = (int(v) for v in facts["glibc"].split(".")[:2])
     tags = [f"manylinux_{major}_{m}_{facts['machine']}" for m in range(minor, OLDEST_MANYLINUX - 1, -1)]
     return tags + [f"manylinux2014_{facts['machine']}", f"linux_{facts['machine']}"]
 
 
-def install_wheels(cache: Path, facts: dict, requirements: list[str]) -> tuple[Path, bool]:
-    """Download the aarch64 wheels once per requirement set and unzip them into a folder for PYTHONPATH.
+def install_wheels(cache: Path, facts: dict, requirements: list[str],
+                   provided: dict[str, str] | None = None) -> tuple[Path, bool]:
+    """Download the target's wheels once per requirement set and unzip them into a folder for PYTHONPATH.
 
-    Returns the folder and whether it was built just now.
+    ``provided`` ({distribution: version}) is what the userland already has from Debian: pip cannot resolve
+    against it, so the download then runs with ``--no-deps`` and every wheel's own requirements are checked
+    against the downloaded wheels plus ``provided`` instead. Returns the folder and whether it was built just now.
     """
     tags = platform_tags(facts)
-    key = hashlib.sha256(json.dumps([facts["python"], tags, sorted(requirements)]).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([facts["python"], tags, sorted(requirements), provided or {}]).encode()
+                         ).hexdigest()[:12]
     site = cache / f"site-py{facts['python']}-{facts['machine']}-{key}"
     if (site / ".edgecnn-complete").is_file():
         return site, False
@@ -210,9 +312,11 @@ def install_wheels(cache: Path, facts: dict, requirements: list[str]) -> tuple[P
            "--python-version", facts["python"], "--implementation", "cp", "--dest", str(wheels)]
     for tag in tags:
         cmd += ["--platform", tag]
-    run(cmd + requirements, timeout=1800)
+    run(cmd + (["--no-deps"] if provided else []) + requirements, timeout=1800)
     files = sorted(wheels.glob("*.whl"))
     names = {re.split(r"-\d", f.name, maxsplit=1)[0].lower().replace("_", "-") for f in files}
+    if provided:
+        check_dependencies(files, names, provided, facts)
     leaked = sorted(names & set(FORBIDDEN))
     if leaked:
         raise CheckError(f"the runtime install for {facts['machine']} pulls {', '.join(leaked)}: fix the "
@@ -383,75 +487,61 @@ def format_table(rows: list[list[str]]) -> str:
 
 @dataclass
 class Stack:
-    """One software stack to run under emulation: which requirements, hence which formats."""
+    """One emulated install, ready to run: its userland, facts, requirements and unpacked wheels."""
 
-    name: str
+    target: Target
+    root: Path
+    facts: dict
     requirements: list[str]
-    site: Path | None = None
-    fresh: bool = False
+    from_apt: list[str]
+    site: Path
+    fresh: bool
+
+    @property
+    def name(self) -> str:
+        return self.target.name
 
     @property
     def names(self) -> list[str]:
-        return [re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0].lower() for r in self.requirements]
+        return [re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0].lower() for r in self.requirements + self.from_apt]
 
     def runs(self, fmt: str) -> bool:
-        """Whether this stack has the runtime for ``fmt`` (the 32-bit stack has LiteRT only)."""
+        """Whether this install has the runtime for ``fmt`` (32-bit ARM has LiteRT only)."""
         wanted = ("onnxruntime",) if fmt.startswith("onnx") else ("ai-edge-litert", "tflite-runtime")
         return any(name in self.names for name in wanted)
 
+    def command(self, *args: str) -> list[str]:
+        return guest_command(self.root, self.target, *args)
 
-def debian_version(root: Path, package: str) -> str:
-    """The upstream version of a Debian package in the userland's suite, from the Packages index debootstrap kept
-    (``1:1.24.2-1+deb12u1`` -> ``1.24.2``)."""
-    stanza = re.compile(rf"^Package: {re.escape(package)}\n(?:.+\n)*?Version: (\S+)", re.MULTILINE)
-    for index in (root / "var" / "lib" / "apt" / "lists").glob("*_Packages"):
-        found = stanza.search(index.read_text(errors="replace"))  # the index is ~45 MB: no full parse
-        if found:
-            version = found.group(1).split(":", 1)[-1]
-            return re.split(r"[-+~]", version, maxsplit=1)[0]
-    raise CheckError(f"{package} is not in the {SUITE} Packages index under {root}; delete {root} and run again")
+    @property
+    def env(self) -> dict:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+                "LANG": "C.UTF-8", "PYTHONPATH": f"{self.site}{os.pathsep}{REPO}", "PYTHONNOUSERSITE": "1"}
 
 
-def stacks_for(root: Path, facts: dict, with_32bit: bool) -> list[Stack]:
-    """The 64-bit Raspberry Pi OS install, and (optionally) the 32-bit one's software on the same emulated CPU.
-
-    32-bit: pyproject's requirements evaluated for armv7l (tflite-runtime, numpy<2, no onnxruntime) with numpy and
-    Pillow pinned to Debian's own packages, as docs/raspberry-pi.md installs them (apt, not pip). The CPU is still
-    arm64 -- PyPI has no armv7l numpy to emulate with -- but every Python package is the version a 32-bit Pi runs.
-    """
-    from packaging.requirements import Requirement
-
-    stacks = [Stack("64-bit", target_requirements(facts))]
-    if with_32bit:
-        requirements = []
-        for line in target_requirements({**facts, "machine": "armv7l"}, extras=()):
-            requirement = Requirement(line)
-            package = {"numpy": "python3-numpy", "pillow": "python3-pil"}.get(requirement.name.lower())
-            if package:
-                version = debian_version(root, package)
-                if version not in requirement.specifier:
-                    raise CheckError(f"Debian {SUITE}'s {package} {version} does not satisfy {line} from "
-                                     "pyproject.toml: the 32-bit install in docs/raspberry-pi.md would break")
-                line = f"{requirement.name}=={version}"
-            if line not in requirements:
-                requirements.append(line)
-        stacks.append(Stack("32-bit", requirements))
-    return stacks
+def prepare(cache: Path, target: Target) -> Stack:
+    """Userland, facts, requirements and wheels for one target (cached after the first run)."""
+    fresh = not (userland_path(cache, target) / ".edgecnn-complete").is_file()
+    root = build_userland(cache, target)
+    facts = guest_facts(root, target)
+    requirements, from_apt = pip_requirements(root, target, facts)
+    provided = {name: debian_version(root, package) for name, package in target.apt.items()}
+    site, fresh_wheels = install_wheels(cache, facts, requirements, provided)
+    log(f"{target.name}: {root.name}, Python {facts['full']} ({facts['machine']}, glibc {facts['glibc']})"
+        + (f"; from Debian: {', '.join(from_apt)}" if from_apt else ""))
+    return Stack(target, root, facts, requirements, from_apt, site, fresh or fresh_wheels)
 
 
-def guest_env_for(site: Path) -> dict:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-            "LANG": "C.UTF-8", "PYTHONPATH": f"{site}{os.pathsep}{REPO}", "PYTHONNOUSERSITE": "1"}
-
-
-def smoke_test(root: Path, stack: Stack) -> str:
+def smoke_test(stack: Stack) -> str:
     """Import every runtime of the stack under emulation; its versions, or CheckError with qemu's last words."""
-    modules = [RUNTIME_MODULES[n] for n in stack.names if n in RUNTIME_MODULES]
-    code = (f"import importlib, importlib.metadata as m, platform; [importlib.import_module(n) for n in "
-            f"{['numpy', 'PIL.Image', *modules]!r}]; "
-            f"print(platform.machine(), *(f'{{d}}={{m.version(d)}}' for d in {stack.names!r}))")
-    probe = subprocess.run(guest_command(root, "-c", code), check=False, env=guest_env_for(stack.site),
-                           capture_output=True, text=True, timeout=300)
+    names = [n for n in stack.names if n not in stack.target.apt] + list(stack.target.apt)
+    modules = [RUNTIME_MODULES[n] for n in names if n in RUNTIME_MODULES]
+    code = (f"import importlib, importlib.metadata as m, platform, numpy, PIL; "
+            f"[importlib.import_module(n) for n in {['PIL.Image', *modules]!r}]; "
+            f"v = {{'numpy': numpy.__version__, 'pillow': PIL.__version__}}; "
+            f"print(platform.machine(), *(f'{{d}}=' + (v.get(d) or m.version(d)) for d in {names!r}))")
+    probe = subprocess.run(stack.command("-c", code), check=False, env=stack.env, capture_output=True, text=True,
+                           timeout=300)
     if probe.returncode != 0:
         raise CheckError(f"the {stack.name} runtimes do not import under emulation (exit {probe.returncode}): "
                          f"{' | '.join(probe.stderr.strip().splitlines()[-3:])}")
@@ -465,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="export folders (default: every exported/*/ with an edgecnn.json)")
     parser.add_argument("--formats", help="comma-separated subset of formats (default: every file of each export)")
     parser.add_argument("--no-32bit", action="store_true",
-                        help="skip the 32-bit OS's package stack (tflite-runtime, Debian's numpy and Pillow)")
+                        help="skip the 32-bit (armhf) userland: tflite-runtime with Debian's numpy and Pillow")
     parser.add_argument("--cache", type=Path, default=REPO / ".pi-cache", help="where the userland and wheels live")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest fp32 score difference allowed")
     parser.add_argument("--box-tolerance", type=float, default=1.0, help="largest box difference, pixels")
@@ -485,30 +575,22 @@ def main(argv: list[str] | None = None) -> int:
                            args.formats.split(",") if args.formats else None) if exports else []
 
         t = time.perf_counter()
-        fresh_root = not (cache / f"rootfs-{SUITE}-arm64" / ".edgecnn-complete").is_file()
-        root = build_userland(cache)
-        facts = guest_facts(root)
-        timings["userland"] = time.perf_counter() - t
-        log(f"userland {root}: Python {facts['full']} ({facts['machine']}, glibc {facts['glibc']})")
-
-        t = time.perf_counter()
-        stacks = stacks_for(root, facts, with_32bit=not args.no_32bit)
-        for stack in stacks:
-            stack.site, stack.fresh = install_wheels(cache, facts, stack.requirements)
-        timings["wheels"] = time.perf_counter() - t
+        targets = [TARGETS["64-bit"]] + ([] if args.no_32bit else [TARGETS["32-bit"]])
+        stacks = [prepare(cache, target) for target in targets]
+        timings["userlands and wheels"] = time.perf_counter() - t
 
         t = time.perf_counter()
         for stack in stacks:
-            if fresh_root or stack.fresh or args.smoke_only:  # once per new cache: a clear message if imports fail
-                log(f"under qemu, {stack.name} stack: {smoke_test(root, stack)}")
+            if stack.fresh or args.smoke_only:  # once per new cache: a clear message if imports fail
+                log(f"under qemu, {stack.name}: {smoke_test(stack)}")
         timings["import"] = time.perf_counter() - t
         if args.smoke_only:
             log(f"smoke test passed in {time.perf_counter() - started:.0f} s")
             return 0
 
         host_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        rows = [["export", "format", "OS stack", "inputs", "same labels", "max |Δscore|", "max Δbox px", "x86-64 s",
-                 "arm64 s", "result"]]
+        rows = [["export", "format", "Pi OS", "inputs", "same labels", "max |Δscore|", "max Δbox px", "x86-64 s",
+                 "ARM s", "result"]]
         report, failed, host_results = [], 0, {}
         t = time.perf_counter()
         for case in cases:
@@ -519,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
                 if (case.export, case.fmt) not in host_results:
                     host_results[case.export, case.fmt] = infer([sys.executable], case, host_env)
                 host, host_s = host_results[case.export, case.fmt]
-                guest, guest_s = infer(guest_command(root), case, guest_env_for(stack.site))
+                guest, guest_s = infer(stack.command(), case, stack.env)
                 outcome = compare(host, guest, exact, args.tolerance, args.box_tolerance)
                 if outcome.n == 0:
                     outcome.problems.append("no results at all")
@@ -532,22 +614,24 @@ def main(argv: list[str] | None = None) -> int:
                 report.append({"export": str(case.export), "format": case.fmt, "stack": stack.name,
                                "n": outcome.n, "same_top1": outcome.same_top1,
                                "max_score_diff": outcome.max_score_diff, "max_box_diff": outcome.max_box_diff,
-                               "host_seconds": host_s, "arm64_seconds": guest_s, "problems": outcome.problems})
+                               "host_seconds": host_s, "arm_seconds": guest_s, "problems": outcome.problems})
                 for problem in outcome.problems[:10]:
                     log(f"{case.export.name} {case.fmt} ({stack.name}): {problem}")
         timings["runs"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - started
         print(format_table(rows))
-        print(f"\narm64 = qemu-aarch64 -cpu {QEMU_CPU}, Debian {SUITE}, Python {facts['full']}; fp32 scores within "
-              f"{args.tolerance:g}, int8 same top-1, boxes within {args.box_tolerance:g} px")
+        print(f"\nfp32 scores within {args.tolerance:g}, int8 same top-1, boxes within {args.box_tolerance:g} px; "
+              f"Debian {SUITE} userlands under qemu-user:")
         for stack in stacks:
-            print(f"{stack.name} stack: {' '.join(stack.requirements)}")
+            print(f"  {stack.name}: {stack.target.arch}, {stack.target.qemu} -cpu {stack.target.cpu}, Python "
+                  f"{stack.facts['full']}; pip: {' '.join(stack.requirements)}"
+                  + (f"; apt: {', '.join(stack.from_apt)}" if stack.from_apt else ""))
         print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
         if args.json_out:
-            args.json_out.write_text(json.dumps({"cases": report, "timings": timings, "guest": facts,
-                                                 "stacks": {s.name: s.requirements for s in stacks}}, indent=2))
+            args.json_out.write_text(json.dumps({"cases": report, "timings": timings, "stacks": {
+                s.name: {"facts": s.facts, "pip": s.requirements, "apt": s.from_apt} for s in stacks}}, indent=2))
         if failed:
-            print(f"pi-check: {failed} of {len(report)} runs differ between x86-64 and arm64", file=sys.stderr)
+            print(f"pi-check: {failed} of {len(report)} runs differ between x86-64 and ARM", file=sys.stderr)
             return 1
         print(f"pi-check: all {len(report)} runs agree")
         return 0

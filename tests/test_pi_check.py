@@ -115,25 +115,44 @@ def test_pi_check_agrees_with_x86_64_on_every_reference_export():
     assert "all" in result.stdout and "runs agree" in result.stdout
 
 
-def test_32bit_stack_pins_debians_numpy_and_pillow_and_has_no_onnxruntime(pi_check, tmp_path):
-    lists = tmp_path / "var" / "lib" / "apt" / "lists"
+def _packages_index(root, numpy: str, pil: str):
+    lists = root / "var" / "lib" / "apt" / "lists"
     lists.mkdir(parents=True)
-    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages").write_text(
-        "Package: python3-numpy\nVersion: 1:1.24.2-1+deb12u1\nDescription: x\n continued\n\n"
-        "Package: python3-pil\nVersion: 9.4.0-1.1+deb12u1\n\n")
-    facts = {"machine": "aarch64", "python": "3.11", "full": "3.11.2", "glibc": "2.36"}
-    sixty_four, thirty_two = pi_check.stacks_for(tmp_path, facts, with_32bit=True)
-    assert "numpy==1.24.2" in thirty_two.requirements and "pillow==9.4.0" in thirty_two.requirements
-    assert any(r.startswith("tflite-runtime") for r in thirty_two.requirements)
-    assert not thirty_two.runs("onnx") and thirty_two.runs("tflite-int8")
-    assert sixty_four.runs("onnx") and sixty_four.runs("tflite")
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-armhf_Packages").write_text(
+        f"Package: python3-numpy\nVersion: {numpy}\nDescription: x\n continued\n\n"
+        f"Package: python3-pil\nVersion: {pil}\n\n")
 
 
-def test_32bit_stack_refuses_a_debian_numpy_our_markers_exclude(pi_check, tmp_path):
-    lists = tmp_path / "var" / "lib" / "apt" / "lists"
-    lists.mkdir(parents=True)
-    (lists / "x_Packages").write_text("Package: python3-numpy\nVersion: 1:2.2.4-1\n\nPackage: python3-pil\n"
-                                      "Version: 11.1.0-5\n\n")
-    facts = {"machine": "aarch64", "python": "3.11", "full": "3.11.2", "glibc": "2.36"}
+ARMV7L = {"machine": "armv7l", "python": "3.11", "full": "3.11.2", "glibc": "2.36"}
+
+
+def test_32bit_install_takes_numpy_and_pillow_from_debian_and_has_no_onnxruntime(pi_check, tmp_path):
+    _packages_index(tmp_path, "1:1.24.2-1+deb12u1", "9.4.0-1.1+deb12u1")
+    target = pi_check.TARGETS["32-bit"]
+    from_pip, from_apt = pi_check.pip_requirements(tmp_path, target, ARMV7L)
+    assert from_apt == ["numpy==1.24.2 (Debian python3-numpy)", "pillow==9.4.0 (Debian python3-pil)"]
+    assert any(r.startswith("tflite-runtime") for r in from_pip)
+    assert not any(r.split(">")[0].split("=")[0] in ("numpy", "pillow", "onnxruntime") for r in from_pip)
+    stack = pi_check.Stack(target, tmp_path, ARMV7L, from_pip, from_apt, tmp_path, False)
+    assert not stack.runs("onnx") and stack.runs("tflite-int8")
+
+
+def test_32bit_install_refuses_a_debian_numpy_our_markers_exclude(pi_check, tmp_path):
+    _packages_index(tmp_path, "1:2.2.4-1", "11.1.0-5")
     with pytest.raises(pi_check.CheckError, match="numpy"):
-        pi_check.stacks_for(tmp_path, facts, with_32bit=True)
+        pi_check.pip_requirements(tmp_path, pi_check.TARGETS["32-bit"], ARMV7L)
+
+
+def test_64bit_install_runs_every_format(pi_check, tmp_path):
+    facts = {"machine": "aarch64", "python": "3.11", "full": "3.11.2", "glibc": "2.36"}
+    from_pip, from_apt = pi_check.pip_requirements(tmp_path, pi_check.TARGETS["64-bit"], facts)
+    stack = pi_check.Stack(pi_check.TARGETS["64-bit"], tmp_path, facts, from_pip, from_apt, tmp_path, False)
+    assert from_apt == [] and stack.runs("onnx") and stack.runs("onnx-int8") and stack.runs("tflite")
+
+
+def test_alternatives_links_make_debians_blas_loadable(pi_check, tmp_path):
+    blas = tmp_path / "usr" / "lib" / "arm-linux-gnueabihf" / "blas"
+    blas.mkdir(parents=True)
+    (blas / "libblas.so.3").write_bytes(b"elf")
+    pi_check.link_alternatives(tmp_path)
+    assert (blas.parent / "libblas.so.3").read_bytes() == b"elf"
