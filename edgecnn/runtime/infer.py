@@ -26,8 +26,8 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
     Returns the number of inputs that failed.
     """
     task = load(model_dir, format=fmt, threads=threads)
-    run_one = _runner_for(task, top_k=top_k, threshold=threshold, save=save, many=len(inputs) != 1)
     if watch_dir:
+        run_one = _runner_for(task, top_k=top_k, threshold=threshold, save=save, many=True)
         from .watch import watch
 
         def handle(path):
@@ -37,6 +37,8 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
         report(f"watched {watch_dir}: {summary}")
         return 0
     items = _collect_items(task, inputs, texts, text_files, lines_file)
+    # A folder argument is many images: --save then names a folder too.
+    run_one = _runner_for(task, top_k=top_k, threshold=threshold, save=save, many=len(items) != 1)
     failures = 0
     for item in items:
         try:
