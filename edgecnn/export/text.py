@@ -40,9 +40,11 @@ class TextClassificationAdapter(ImageClassificationAdapter):
                 "layout": "NT (batch, token ids)"}
 
     def outputs(self) -> list[dict]:
-        """Softmax probabilities, also when the last layer averages the softmaxes of an ensemble's members."""
+        """Softmax probabilities, also from a Softmax layer (wide path) or an average of members' softmaxes."""
         spec = super().outputs()
         last = self.model.layers[-1]
+        if type(last).__name__ == "Softmax":
+            spec[0]["kind"] = "probabilities"
         if type(last).__name__ == "Average" and all(
                 getattr(getattr(layer, "activation", None), "__name__", "") == "softmax" for layer in _producers(last)):
             spec[0]["kind"] = "probabilities"

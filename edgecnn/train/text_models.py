@@ -46,7 +46,8 @@ def text_cnn(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: in
                 "sequence_length, filters, dropout, embedding_dropout, members")
 def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: int = 32, filters: int = 64,
                    kernel_sizes=(3, 4, 5), dropout: float = 0.5, embedding_dropout: float = 0.2,
-                   pooling: str = "max", bag: bool = False, members: int = 1, **_ignored):
+                   pooling: str = "max", bag: bool = False, members: int = 1, wide: bool = False,
+                   **_ignored):
     """Several n-gram detectors side by side; dropout on whole embedding channels and on the pooled features.
 
     ``SpatialDropout1D`` drops entire embedding dimensions during training (a word-independent regularizer that
@@ -55,7 +56,9 @@ def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_d
     phrase occur", which suits topic classification of long documents. ``bag=True`` adds the mean of the word
     embeddings themselves (a fastText-style bag of words) beside the convolution features. ``members=K`` builds K
     independent towers (own embedding, convolutions and softmax) and averages their probabilities: an ensemble in
-    one graph, K times the weights.
+    one graph, K times the weights. ``wide=True`` adds a linear bag-of-words path beside the CNN (Wide & Deep,
+    Cheng et al. 2016): a per-word score for each class, averaged over the text and added to the CNN's logits
+    before the softmax - what TF-IDF + logistic regression does well, learnt jointly.
     """
     keras = _keras()
     layers = keras.layers
@@ -82,6 +85,14 @@ def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_d
         x = layers.Concatenate(name=f"{prefix}features")(pooled) if len(pooled) > 1 else pooled[0]
         if dropout:
             x = layers.Dropout(float(dropout), name=f"{prefix}dropout")(x)
+        if members == 1 and wide:
+            logits = layers.Dense(num_classes, name="cnn_logits")(x)
+            scores = layers.Embedding(int(vocab_size), num_classes, name="wide_scores")(inputs)
+            # x sequence length: a mean over the text, scaled so the path learns at the CNN's pace.
+            bag_logits = layers.Rescaling(float(input_shape[0]) ** 0.5, name="wide_logits")(
+                layers.GlobalAveragePooling1D(name="wide_mean")(scores))
+            probabilities = layers.Softmax(name="probabilities")(layers.Add(name="logits")([logits, bag_logits]))
+            return keras.Model(inputs, probabilities, name="text_cnn_multi_wide")
         if members == 1:
             return keras.Model(inputs, _classifier_head(x, num_classes, layers), name="text_cnn_multi")
         outputs.append(layers.Dense(num_classes, activation="softmax", name=f"{prefix}probabilities")(x))
