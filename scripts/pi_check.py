@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -576,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
 
         t = time.perf_counter()
         targets = [TARGETS["64-bit"]] + ([] if args.no_32bit else [TARGETS["32-bit"]])
-        stacks = [prepare(cache, target) for target in targets]
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:  # debootstrap and pip mostly wait on the network
+            stacks = list(pool.map(lambda target: prepare(cache, target), targets))
         timings["userlands and wheels"] = time.perf_counter() - t
 
         t = time.perf_counter()
