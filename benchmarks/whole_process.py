@@ -8,8 +8,9 @@ and prints the label:
 * the seed's way: ``seed_keras.py``, which loads the ``.keras`` file and calls ``model.predict``.
 
 The contenders run in rounds, in a rotated order each round, so that a burst of load from other processes hits all
-of them alike; we report medians of wall time, of CPU time (user + system, less sensitive to a busy machine) and of
-peak RSS. Then the start-up imports of ``edgecnn infer`` are timed step by step (CPU ms, medians), since at this
+of them alike (the seed's way, which takes seconds, in a few rounds spread over the run); we report medians of wall
+time, of CPU time (user + system, less sensitive to a busy machine) and of peak RSS, and ratios as medians of
+per-round ratios, each of two runs made back to back. Then the start-up imports of ``edgecnn infer`` are timed step by step (CPU ms, medians), since at this
 model size they are most of the process. Peak RSS is the child's ``ru_maxrss`` from ``os.wait4``. Linux carries ``ru_maxrss`` over ``execve`` from
 the process that forked, so this script imports nothing but the standard library (about 10 MiB) to stay below every
 number it measures.
@@ -108,29 +109,33 @@ def main() -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     commands = contenders(model, image, keras)
     names = list(commands)
-    samples: dict[str, list[dict]] = {name: [] for name in names}
+    seed_every = max(1, args.rounds // max(1, args.seed_rounds))
+    rounds: list[dict[str, dict]] = []
     # one untimed run each: the OS page cache and Python's bytecode caches are warm for everyone
     for name in names:
         run_measured(commands[name], env)
     for round_ in range(args.rounds):
         order = names[round_ % len(names):] + names[:round_ % len(names)]
-        for name in order:
-            if name.startswith("seed") and round_ >= args.seed_rounds:
-                continue
-            samples[name].append(run_measured(commands[name], env))
+        seed_round = round_ % seed_every == 0 and round_ // seed_every < args.seed_rounds
+        rounds.append({name: run_measured(commands[name], env) for name in order
+                       if seed_round or not name.startswith("seed")})
     results = {}
-    for name, runs in samples.items():
+    for name in names:
+        runs = [r[name] for r in rounds if name in r]
         results[name] = {key: statistics.median(r[key] for r in runs) for key in ("wall_s", "cpu_s", "rss_mib")}
         results[name].update(runs=len(runs), output=runs[-1]["output"], command=" ".join(
             Path(a).name if i == 0 else a for i, a in enumerate(commands[name])))
-    floor = results["minimal onnxruntime script"]
-    ours = results["edgecnn infer"]
-    ratios = {"edgecnn_vs_floor_wall": ours["wall_s"] / floor["wall_s"],
-              "edgecnn_vs_floor_cpu": ours["cpu_s"] / floor["cpu_s"]}
-    seed = next((r for n, r in results.items() if n.startswith("seed")), None)
+
+    def paired(top: str, bottom: str, key: str) -> float:
+        """Median over the rounds that ran both of top/bottom: each ratio is of two runs made back to back."""
+        return statistics.median(r[top][key] / r[bottom][key] for r in rounds if top in r and bottom in r)
+
+    ours, floor = "edgecnn infer", "minimal onnxruntime script"
+    ratios = {"edgecnn_vs_floor_wall": paired(ours, floor, "wall_s"),
+              "edgecnn_vs_floor_cpu": paired(ours, floor, "cpu_s")}
+    seed = next((n for n in names if n.startswith("seed")), None)
     if seed:
-        ratios.update(seed_vs_edgecnn_wall=seed["wall_s"] / ours["wall_s"], seed_vs_edgecnn_cpu=seed["cpu_s"] / ours[
-            "cpu_s"])
+        ratios.update(seed_vs_edgecnn_wall=paired(seed, ours, "wall_s"), seed_vs_edgecnn_cpu=paired(seed, ours, "cpu_s"))
     imports = import_costs(env, args.rounds)
     print(json.dumps({"model": str(model), "image": str(image), "keras": str(keras) if keras else None,
                       "rounds": args.rounds, "results": results, "ratios": ratios, "import_cpu_ms": imports}))
