@@ -65,7 +65,7 @@ lint: install
 	$(BIN)/ruff check edgecnn tests
 
 ## pi-check: run every reference export on an emulated Raspberry Pi (arm64 bookworm under qemu) and compare with
-## this machine; needs debootstrap, qemu-user-static, root or fakeroot; first run ~3-5 min, then cached in .pi-cache/
+## this machine (64- and 32-bit OS); needs debootstrap, qemu-user-static, root or fakeroot; ~6 min cold, ~1.5 warm
 pi-check: install
 	$(BIN)/python scripts/pi_check.py
 

@@ -1,6 +1,6 @@
 """``make pi-check``: the comparison logic always, the emulated Raspberry Pi run on request.
 
-The full check builds an arm64 userland and downloads wheels on its first run (about 2-3 minutes, then cached in
+The full check builds arm64 and armhf userlands and downloads wheels on its first run (about 6 minutes, then cached in
 .pi-cache/), and needs root, debootstrap and qemu-user-static; it runs here when EDGECNN_PI_CHECK=1.
 """
 
@@ -95,7 +95,7 @@ def test_aarch64_requirements_come_from_pyproject_and_hold_no_training_stack(pi_
 
 def _tools_ready() -> str | None:
     if os.environ.get("EDGECNN_PI_CHECK") != "1":
-        return "set EDGECNN_PI_CHECK=1 to run the emulated Raspberry Pi check (2-3 min cold, about 1 min cached)"
+        return "set EDGECNN_PI_CHECK=1 to run the emulated Raspberry Pi check (~6 min cold, ~1.5 min cached)"
     path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
     missing = [t for t in ("debootstrap", "qemu-aarch64-static") if not shutil.which(t, path=path)]
     if missing:
