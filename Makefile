@@ -64,7 +64,7 @@ export-detector: install
 lint: install
 	$(BIN)/ruff check edgecnn tests
 
-## pi-check: run every reference export on an emulated Raspberry Pi (arm64 bookworm under qemu) and compare with
+## pi-check: run every reference export on an emulated Raspberry Pi (bookworm arm64 + armhf, qemu) and compare with
 ## this machine (64- and 32-bit OS); needs debootstrap, qemu-user-static, root or fakeroot; ~6 min cold, ~1.5 warm
 pi-check: install
 	$(BIN)/python scripts/pi_check.py
