@@ -13,8 +13,9 @@ result per frame, as soon as the frame is complete, for as long as the device ru
   overwriting ``latest.jpg``) is a new image and is processed again; a file that is deleted is forgotten.
 * **Never fatal**: a file that cannot be processed (corrupt, truncated, deleted under us) is reported and counted,
   and the loop goes on.
-* **Stops cleanly** on Ctrl-C (KeyboardInterrupt), on SIGTERM (``systemctl stop``, ``docker stop``) or when ``stop``
-  is set, and returns counts, so the CLI can print a summary and exit 0.
+* **Stops cleanly** on Ctrl-C, on SIGTERM (``systemctl stop``, ``docker stop``) or when ``stop`` is set, and
+  returns counts, so the CLI can print a summary and exit 0. The frame being processed is finished first, so every
+  result line printed is counted; a second Ctrl-C interrupts at once (KeyboardInterrupt, also caught).
 
 Files already in the folder when watching starts are skipped unless ``include_existing`` is set: they are the last
 run's frames, not new ones.
@@ -118,7 +119,7 @@ def iter_new_files(folder: str | os.PathLike, *, stop: threading.Event | None = 
     """Yield each image file that appears in ``folder`` once it is complete, until ``stop`` is set.
 
     ``on_poll`` is called after every poll (tests use it to write the next chunk of a slow file in step with the
-    watcher). KeyboardInterrupt propagates to the caller; :func:`watch` turns it into a clean stop.
+    watcher). KeyboardInterrupt propagates to the caller; :func:`watch` stops cleanly on it and on signals.
     """
     watcher = FolderWatcher(folder, suffixes=suffixes, settle_polls=settle_polls, include_existing=include_existing)
     stop = stop or threading.Event()
@@ -156,7 +157,7 @@ def watch(folder: str | os.PathLike, handle: Callable[[Path], object], *,
     stop = stop or threading.Event()
     files = iter_new_files(folder, stop=stop, interval=interval, settle_polls=settle_polls,
                            include_existing=include_existing, suffixes=suffixes, on_poll=on_poll)
-    previous = _stop_on_sigterm(stop)
+    previous = _stop_on_signals(stop)
     try:
         for path in files:
             try:
@@ -173,23 +174,36 @@ def watch(folder: str | os.PathLike, handle: Callable[[Path], object], *,
         pass
     finally:
         files.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return summary
 
 
-def _stop_on_sigterm(stop: threading.Event):
-    """Make SIGTERM finish the current file and end the loop like Ctrl-C; returns the handler to restore.
+def _stop_on_signals(stop: threading.Event) -> dict:
+    """Make SIGINT and SIGTERM set ``stop`` (the current file is finished, then the loop ends); returns the
+    handlers to restore.
 
-    Only the main thread may set signal handlers; elsewhere (a watch run from a worker thread) SIGTERM keeps its
-    default meaning.
+    A KeyboardInterrupt raised between a file's result and its count would lose the count of a result already
+    printed; an event cannot. After the first Ctrl-C, the default handler is back, so a second one interrupts at
+    once. Only the main thread may set signal handlers; elsewhere both signals keep their default meaning.
     """
     if threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        return signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    except (ValueError, OSError):
-        return None
+        return {}
+    previous = {}
+
+    def request_stop(signum, frame):
+        stop.set()
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, previous.get(signal.SIGINT, signal.default_int_handler))
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if signum == signal.SIGINT and signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # started with Ctrl-C ignored (nohup, a background job): leave it so
+            previous[signum] = signal.signal(signum, request_stop)
+        except (ValueError, OSError):
+            continue
+    return previous
 
 
 __all__ = ["FolderWatcher", "WatchSummary", "iter_new_files", "watch"]
