@@ -227,6 +227,24 @@ def test_ctrl_c_ends_the_watch_with_a_summary(tmp_path):
     assert seen == ["a.png", "b.png"]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to oneself on Windows")
+def test_ctrl_c_finishes_the_current_frame_counts_it_and_stops(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(b"x")
+    seen = []
+    before = signal.getsignal(signal.SIGINT)
+
+    def handle(path):
+        seen.append(path.name)
+        if len(seen) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the first frame is being processed
+            time.sleep(0.05)
+
+    summary = watch(tmp_path, handle, interval=0.01, settle_polls=1, include_existing=True, suffixes=SUFFIXES)
+    assert (seen, summary.processed, summary.failed) == (["a.png"], 1, 0)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="signal delivery to a child differs on Windows")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_cli_watch_prints_one_line_per_frame_and_exits_0_when_stopped(digits_export, tmp_path, signum):
