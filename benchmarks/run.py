@@ -93,7 +93,8 @@ def section_whole_process(data: dict | None) -> str:
             for name, r in data["results"].items()]
     ratios = data["ratios"]
     text = [(f"One PNG (`{Path(data['image']).name}`) classified by a fresh process, {data['rounds']} rounds in "
-            "rotated order (the seed's way in the first few only: it takes seconds); medians. CPU = user + system "
+            "rotated order (the seed's way, which takes seconds, in a few of them spread over the run); medians; ratios "
+            "are medians of per-round ratios of back-to-back runs. CPU = user + system "
             "time of the process, which a busy machine inflates less than wall time."), "",
             md_table(["process", "wall s", "CPU s", "peak RSS MiB", "runs"], rows), "",
             (f"- `edgecnn infer` / minimal script: **{ratios['edgecnn_vs_floor_wall']:.2f}×** wall, "
