@@ -13,7 +13,7 @@ from .conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_runtime_only_venv_labels_the_samples(tmp_path, digits_export):
+def test_runtime_only_venv_labels_the_image_and_text_samples(tmp_path, digits_export):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -32,3 +32,9 @@ def test_runtime_only_venv_labels_the_samples(tmp_path, digits_export):
     assert len(lines) >= 10
     for line in lines:
         assert line["predictions"][0]["label"] == line["input"].rsplit("/", 1)[-1].rsplit("-", 1)[0]
+    text_export = ROOT / "exported" / "bbc-news"
+    for sample in sorted((text_export / "samples").glob("*.txt")):
+        result = subprocess.run([str(venv / "bin" / "edgecnn"), "infer", "--model", str(text_export), "--text-file",
+                                 str(sample), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["predictions"][0]["label"] == sample.stem.rsplit("-", 1)[0]
