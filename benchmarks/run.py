@@ -231,35 +231,59 @@ def targets(whole: dict | None, inproc: dict | None, benches: dict[str, dict | N
     return md_table(["target (issue 5)", "measured", "verdict"], rows)
 
 
+def tokenizer(python: str, quick: bool) -> str | None:
+    """The text helper's tokenizer benchmark, when it and the text runtime exist; its printed lines."""
+    if not (HERE / "tokenizer_throughput.py").is_file() or not (ROOT / "edgecnn" / "runtime" / "text.py").is_file():
+        return None
+    done = subprocess.run([python, str(HERE / "tokenizer_throughput.py"), "--repeat", "1" if quick else "3"],
+                          cwd=ROOT, capture_output=True, text=True, check=False,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if done.returncode != 0:
+        say(f"tokenizer benchmark failed:\n{done.stderr[-1500:]}")
+        return None
+    return done.stdout
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run, not for the record)")
+    parser.add_argument("--only-exports", nargs="*", metavar="NAME",
+                        help="re-measure only these exports (all, when no name is given) and the detection "
+                             "post-processing; keep the other sections from the JSON of the previous run")
     args = parser.parse_args()
     python = sys.executable
     quick = args.quick
     info = machine()
     load_before = os.getloadavg()
+    previous = {}
+    if args.only_exports is not None:
+        previous = json.loads(Path(args.out).with_suffix(".json").read_text())
+        say(f"keeping whole-process, in-process and tokenizer results of {previous['machine']['date']}")
+
+    kept_from = previous.get("kept_from") or (previous and {"date": previous["machine"]["date"],
+                                                          "load_before": previous["load_before"]})
+
+    def section(key: str, measure):
+        return previous[key] if args.only_exports is not None else measure()
 
     say("1/4 whole process: edgecnn infer vs minimal onnxruntime script vs the seed's way")
-    whole = run_json([python, str(HERE / "whole_process.py"), "--rounds", "4" if quick else "15",
-                      "--seed-rounds", "1" if quick else "3"])
+    whole = section("whole_process", lambda: run_json([
+        python, str(HERE / "whole_process.py"), "--rounds", "4" if quick else "15", "--seed-rounds",
+        "1" if quick else "3"]))
     say("2/4 in process: task classes vs raw runtimes")
-    inproc = run_json([python, str(HERE / "in_process.py"), "--rounds", "200" if quick else "2000"])
+    inproc = section("in_process", lambda: run_json([python, str(HERE / "in_process.py"), "--rounds",
+                                                     "200" if quick else "2000"]))
     benches: dict[str, dict | None] = {}
     for folder in exports():
+        if args.only_exports and folder.name not in args.only_exports and folder.name in previous.get("bench", {}):
+            benches[folder.name] = previous["bench"][folder.name]
+            continue
         say(f"3/4 edgecnn bench {folder.relative_to(ROOT)}")
         benches[folder.name] = run_json([python, "-m", "edgecnn.cli", "bench", str(folder.relative_to(ROOT)),
                                          "--runs", "50" if quick else "300", "--json"])
     say("4/4 tokenizer and detection post-processing")
-    text_output = None
-    if (HERE / "tokenizer_throughput.py").is_file() and (ROOT / "edgecnn" / "runtime" / "text.py").is_file():
-        done = subprocess.run([python, str(HERE / "tokenizer_throughput.py"), "--repeat", "1" if quick else "3"],
-                              cwd=ROOT, capture_output=True, text=True, check=False,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        text_output = done.stdout if done.returncode == 0 else None
-        if done.returncode != 0:
-            say(f"tokenizer benchmark failed:\n{done.stderr[-1500:]}")
+    text_output = section("tokenizer", lambda: tokenizer(python, quick))
     detection = None
     if (EXPORTED / "digit-detector" / "edgecnn.json").is_file() and (ROOT / "edgecnn/runtime/detection.py").is_file():
         detection = run_json([python, str(HERE / "detection_postprocess.py"), "--rounds", "50" if quick else "300"])
@@ -271,7 +295,10 @@ def main() -> None:
         "# Benchmarks",
         "",
         f"Written by `make bench` (`python benchmarks/run.py`) on {info['date']}"
-        + (" — **quick smoke run, not for the record**" if quick else "") + ".",
+        + (" — **quick smoke run, not for the record**" if quick else "")
+        + (f"; sections 1, 2 and the tokenizer were measured on {kept_from['date']} (load average "
+           f"{' / '.join(f'{v:.1f}' for v in kept_from['load_before'])}) and kept: `--only-exports` re-measured the "
+           "exports" if previous else "") + ".",
         "",
         f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; {info['platform']}",
         f"- Python {info['python']}; {versions}",
@@ -328,7 +355,8 @@ def main() -> None:
     raw = Path(args.out).with_suffix(".json")
     raw.write_text(json.dumps({"machine": info, "load_before": load_before, "load_after": load_after,
                                "whole_process": whole, "in_process": inproc, "bench": benches,
-                               "detection_postprocess": detection, "tokenizer": text_output, "tflite_size": sizes},
+                               "detection_postprocess": detection, "tokenizer": text_output, "tflite_size": sizes,
+                               "kept_from": kept_from or None},
                               indent=1) + "\n")
     say(f"wrote {args.out} and {raw.name}")
 
