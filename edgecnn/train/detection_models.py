@@ -222,7 +222,8 @@ def detection_section(model, splits, score_threshold: float = DEFAULTS["score_th
         "outputs": {
             "boxes": f"N x {rows} x {cols} x 4 raw left/top/right/bottom distances from the cell centre "
                      "(decoded as softplus(raw) * stride pixels)",
-            "scores": f"N x {rows} x {cols} x {len(splits.labels)} per-class centre probabilities (sigmoid applied)",
+            "scores": f"N x {rows} x {cols} x {len(splits.labels)} per-class scores in 0..1: P(an object is centred "
+                      "here) x P(its class), both applied in the graph",
         },
     }
 
