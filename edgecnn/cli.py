@@ -135,7 +135,8 @@ def infer(inputs, model_dir, fmt, top_k, threads, as_json, texts, text_files, li
     failures = run_inference(model_dir, inputs, fmt=fmt, top_k=top_k, threads=threads, as_json=as_json,
                              texts=texts, text_files=text_files, lines_file=lines_file, threshold=threshold,
                              save=save, watch_dir=watch_dir, emit=click.echo,
-                             report=lambda message: click.echo(f"error: {message}", err=True))
+                             report=lambda message: click.echo(f"error: {message}", err=True),
+                             inform=lambda message: click.echo(message, err=True))
     if failures:
         sys.exit(2)
 

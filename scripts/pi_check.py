@@ -82,7 +82,7 @@ TARGETS = {
     "64-bit": Target("64-bit", "arm64", "qemu-aarch64-static", "cortex-a72",
                      _cpuinfo(8, "fp asimd evtstrm crc32 cpuid"), apt={}, extras=("tflite",)),
     # 32-bit: numpy and Pillow from Debian (PyPI has no armv7l wheels; Debian's numpy is < 2 as tflite-runtime
-    # needs), the rest from PyPI, as docs/raspberry-pi.md installs it. Cortex-A7: the oldest 32-bit Pi 2's core.
+    # needs), the rest from PyPI, as the README (On a Raspberry Pi) installs it. Cortex-A7: the oldest 32-bit Pi 2's core.
     "32-bit": Target("32-bit", "armhf", "qemu-arm-static", "cortex-a7",
                      _cpuinfo(7, "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm "
                               "crc32", "model name\t: ARMv7 Processor rev 3 (v7l)\n"),
@@ -259,7 +259,7 @@ def pip_requirements(root: Path, target: Target, facts: dict) -> tuple[list[str]
         version = debian_version(root, package)
         if version not in requirement.specifier:
             raise CheckError(f"Debian {SUITE}'s {package} {version} does not satisfy {line} from pyproject.toml: "
-                             "the 32-bit install in docs/raspberry-pi.md would break")
+                             "the 32-bit install in the README (On a Raspberry Pi) would break")
         if f"{requirement.name}=={version} (Debian {package})" not in from_apt:
             from_apt.append(f"{requirement.name}=={version} (Debian {package})")
     return from_pip, from_apt

@@ -20,8 +20,9 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
                   threads: int | None = None, as_json: bool = False, texts: Sequence[str] = (),
                   text_files: Sequence[str] = (), lines_file: str | None = None, threshold: float | None = None,
                   save: str | None = None, watch_dir: str | None = None, emit: Callable[[str], None] = print,
-                  report: Callable[[str], None] = print) -> int:
-    """Run the model in ``model_dir`` over the inputs; ``emit`` each result line, ``report`` each failure.
+                  report: Callable[[str], None] = print, inform: Callable[[str], None] = print) -> int:
+    """Run the model in ``model_dir`` over the inputs; ``emit`` each result line, ``report`` each failure,
+    ``inform`` status lines (the watch loop's start and summary).
 
     Returns the number of inputs that failed.
     """
@@ -33,8 +34,9 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
         def handle(path):
             _emit(run_one(str(path)), as_json, emit)
 
+        inform(f"watching {watch_dir} for new images (Ctrl-C to stop)")
         summary = watch(watch_dir, handle, report=report)
-        report(f"watched {watch_dir}: {summary}")
+        inform(f"watched {watch_dir}: {summary}")
         return 0
     items = _collect_items(task, inputs, texts, text_files, lines_file)
     # A folder argument is many images: --save then names a folder too.
