@@ -52,6 +52,13 @@ def test_scenes_have_the_documented_shape_and_annotations(scenes):
     assert scenes.preprocessing["color_mode"] == "RGB" and scenes.preprocessing["width"] == 128
 
 
+def test_only_training_scenes_are_distorted(scenes):
+    plain = load_dataset("digit-scenes", seed=3, distort=False, **SMALL)
+    np.testing.assert_array_equal(plain.x_test, scenes.x_test)
+    np.testing.assert_array_equal(plain.x_val, scenes.x_val)
+    assert not np.array_equal(plain.x_train, scenes.x_train)
+
+
 def test_train_scenes_use_train_digits_and_test_scenes_test_digits(scenes):
     _, _, train_idx, val_idx, test_idx = dd.digit_split_indices(3)
     used_train = np.concatenate([a["digit_ids"] for a in scenes.y_train])
@@ -62,13 +69,15 @@ def test_train_scenes_use_train_digits_and_test_scenes_test_digits(scenes):
     assert np.isin(used_val, val_idx).all()
 
 
-def test_boxes_are_tight_to_the_ink():
+@pytest.mark.parametrize("distort", [False, True])
+def test_boxes_are_tight_to_the_ink(distort):
     """Paste one digit on a flat background: the box must be the bounding box of the changed pixels."""
     flat = [np.full((200, 200, 3), 128, np.uint8)]
     digits, classes, *_ = dd.digit_split_indices(0)
     rng = np.random.default_rng(1)
-    for _ in range(5):
-        image, annotation = dd.make_scene(flat, digits, classes, rng, min_digits=1, max_digits=1)
+    for _ in range(8):
+        image, annotation = dd.make_scene(flat, digits, classes, rng, min_digits=1, max_digits=1, distort=distort)
+        assert annotation["boxes"][0, 3] - annotation["boxes"][0, 1] <= 48
         changed = np.argwhere(np.abs(image.astype(int) - 128).max(axis=2) > 0.2 * 80)
         (r0, c0), (r1, c1) = changed.min(axis=0), changed.max(axis=0) + 1
         x0, y0, x1, y1 = annotation["boxes"][0]
