@@ -136,13 +136,16 @@ def _sample_inputs(manifest: manifest_io.Manifest) -> np.ndarray:
 
     folder = manifest.folder / (manifest.get("samples") or {}).get("folder", "samples")
     task = load(manifest.folder)
-    files = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    from .runtime.image import IMAGE_SUFFIXES
+
+    text = manifest.task == "text-classification"
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in ({".txt"} if text else IMAGE_SUFFIXES))
     if not files:
         raise ModelError(f"{manifest.folder}: no held-out split and no samples to time the model on; "
                          "install the train extra (pip install 'edgecnn[train]') or re-export with samples")
     rows = []
     for path in files:
-        item = path.read_text(encoding="utf-8") if manifest.task == "text-classification" else str(path)
+        item = path.read_text(encoding="utf-8") if text else str(path)
         prepared = task.preprocess(item)
         rows.append(prepared[0] if isinstance(prepared, tuple) else prepared)
     return np.concatenate(rows)

@@ -42,8 +42,12 @@ def medians(contenders: dict, x: np.ndarray, rounds: int) -> dict[str, float]:
 
 def one_input(task) -> np.ndarray:
     """A batch-1 model input of this export, made from its first sample by the task's own preprocessing."""
-    samples = sorted(p for p in (task.manifest.folder / "samples").iterdir() if p.is_file())
-    item = samples[0].read_text(encoding="utf-8") if task.task == "text-classification" else str(samples[0])
+    from edgecnn.runtime.image import IMAGE_SUFFIXES
+
+    text = task.task == "text-classification"
+    samples = sorted(p for p in (task.manifest.folder / "samples").iterdir()
+                     if p.suffix.lower() in ({".txt"} if text else IMAGE_SUFFIXES))
+    item = samples[0].read_text(encoding="utf-8") if text else str(samples[0])
     prepared = task.preprocess(item)
     return prepared[0] if isinstance(prepared, tuple) else prepared
 
