@@ -53,10 +53,10 @@ def test_scenes_have_the_documented_shape_and_annotations(scenes):
 
 
 def test_only_training_scenes_are_distorted(scenes):
-    plain = load_dataset("digit-scenes", seed=3, distort=False, **SMALL)
-    np.testing.assert_array_equal(plain.x_test, scenes.x_test)
-    np.testing.assert_array_equal(plain.x_val, scenes.x_val)
-    assert not np.array_equal(plain.x_train, scenes.x_train)
+    distorted = load_dataset("digit-scenes", seed=3, distort=True, **SMALL)
+    np.testing.assert_array_equal(distorted.x_test, scenes.x_test)
+    np.testing.assert_array_equal(distorted.x_val, scenes.x_val)
+    assert not np.array_equal(distorted.x_train, scenes.x_train)
 
 
 def test_train_scenes_use_train_digits_and_test_scenes_test_digits(scenes):
