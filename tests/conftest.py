@@ -19,7 +19,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, stdin:
     """Run ``python -m edgecnn.cli ARGS`` in a fresh process and capture its output."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run([sys.executable, "-m", "edgecnn.cli", *args], cwd=cwd or ROOT, env=full_env,
-                          input=stdin, capture_output=True, text=True, timeout=timeout)
+                          input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -27,12 +27,17 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith(("error:", "internal error:"))]
 
 
+def reference_export(name: str, make_target: str) -> Path:
+    """A committed reference export; a clear failure (not a skip) when it is missing."""
+    path = EXPORTED / name
+    if not (path / "edgecnn.json").is_file():
+        pytest.fail(f"exported/{name} is missing: run 'make {make_target}' and commit it")
+    return path
+
+
 @pytest.fixture(scope="session")
 def digits_export() -> Path:
-    path = EXPORTED / "digits-cnn"
-    if not (path / "edgecnn.json").is_file():
-        pytest.fail("exported/digits-cnn is missing: run 'make export' and commit it")
-    return path
+    return reference_export("digits-cnn", "export-digits")
 
 
 @pytest.fixture()

@@ -13,16 +13,13 @@ import pytest
 import edgecnn
 from edgecnn import manifest as manifest_io
 
-from .conftest import EXPORTED, error_lines, run_cli
+from .conftest import error_lines, reference_export, run_cli
 from .test_cli_errors import assert_one_line_exit_2
 
 
 @pytest.fixture(scope="session")
 def bbc_export() -> Path:
-    path = EXPORTED / "bbc-news"
-    if not (path / "edgecnn.json").is_file():
-        pytest.fail("exported/bbc-news is missing: run 'make export-text' and commit it")
-    return path
+    return reference_export("bbc-news", "export-text")
 
 
 @pytest.fixture()
