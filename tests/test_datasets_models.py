@@ -96,3 +96,19 @@ def test_mobilenet_width_multiplier_shrinks_the_model():
     full = create_model("mobilenet-s", (28, 28, 1), 10).count_params()
     half = create_model("mobilenet-s", (28, 28, 1), 10, alpha=0.5).count_params()
     assert half < full / 2.5
+
+
+def test_wide_text_ensemble_averages_its_members_probabilities():
+    from edgecnn.train.models import create_model
+
+    ensemble = create_model("text-cnn-multi", (40,), 5, vocab_size=300, wide=True, members=3)
+    single = create_model("text-cnn-multi", (40,), 5, vocab_size=300, wide=True)
+    assert ensemble.count_params() == 3 * single.count_params()
+    assert {f"member{m}_wide_scores" for m in (1, 2, 3)} <= {layer.name for layer in ensemble.layers}
+    tokens = np.random.default_rng(0).integers(0, 300, (4, 40)).astype(np.int32)
+    members = [ensemble.get_layer(f"member{m}_probabilities").output for m in (1, 2, 3)]
+    import keras
+
+    parts = keras.Model(ensemble.inputs, members).predict(tokens, verbose=0)
+    np.testing.assert_allclose(ensemble.predict(tokens, verbose=0), np.mean(parts, axis=0), atol=1e-6)
+    assert not np.allclose(parts[0], parts[1])  # independent towers, not one tower three times

@@ -69,6 +69,35 @@ def test_train_scenes_use_train_digits_and_test_scenes_test_digits(scenes):
     assert np.isin(used_val, val_idx).all()
 
 
+def test_fresh_scenes_are_new_each_epoch_reproducible_and_from_training_digits(scenes):
+    assert scenes.resample_train is None  # off by default: the training split is the whole training data
+    fresh = load_dataset("digit-scenes", seed=3, fresh=True, **SMALL)
+    np.testing.assert_array_equal(fresh.x_train, scenes.x_train)  # epoch 0 is the ordinary training split
+    x1, y1 = fresh.resample_train(1)
+    x2, _ = fresh.resample_train(2)
+    assert x1.shape == scenes.x_train.shape and len(y1) == len(scenes.y_train)
+    assert not np.array_equal(x1, scenes.x_train) and not np.array_equal(x1, x2)
+    np.testing.assert_array_equal(fresh.resample_train(1)[0], x1)
+    _, _, train_idx, val_idx, test_idx = dd.digit_split_indices(3)
+    used = np.concatenate([a["digit_ids"] for a in y1])
+    assert np.isin(used, train_idx).all() and not np.isin(used, np.concatenate([val_idx, test_idx])).any()
+    np.testing.assert_array_equal(fresh.x_test, scenes.x_test)
+
+
+def test_training_pipeline_draws_fresh_scenes_on_every_pass_after_the_first(scenes):
+    tf = pytest.importorskip("tensorflow")
+    from edgecnn.train.detection_models import _tf_dataset
+
+    fresh = load_dataset("digit-scenes", seed=3, fresh=True, **SMALL)
+    ds = _tf_dataset(tf, fresh.x_train, fresh.y_train, 5, (16, 16), 8, 10, max_objects=5,
+                     resample=fresh.resample_train)
+    assert int(ds.cardinality()) == 3  # 12 scenes in batches of 5: Keras can count the steps
+    passes = [np.concatenate([x.numpy() for x, _ in ds]) for _ in range(3)]
+    for epoch, pixels in enumerate(passes):
+        expected = fresh.x_train if epoch == 0 else fresh.resample_train(epoch)[0]
+        np.testing.assert_allclose(pixels, expected / 255.0, atol=1e-6)
+
+
 @pytest.mark.parametrize("distort", [False, True])
 def test_boxes_are_tight_to_the_ink(distort):
     """Paste one digit on a flat background: the box must be the bounding box of the changed pixels."""

@@ -49,6 +49,9 @@ class Splits:
     preprocessing: dict
     seed: int = 0
     options: dict = field(default_factory=dict)
+    #: For generated datasets: ``resample_train(epoch) -> (x, y)``, new training examples for epoch 1, 2, ...
+    #: (epoch 0 trains on ``x_train``). Trainers that support it train on fresh data every epoch.
+    resample_train: Callable[[int], tuple[Any, Any]] | None = None
 
     def split(self, which: str) -> tuple[Any, Any]:
         """(x, y) of 'train', 'val' or 'test'."""

@@ -229,12 +229,33 @@ def detection_section(model, splits, score_threshold: float = DEFAULTS["score_th
 
 
 def _tf_dataset(tf, images, annotations, batch_size, grid, stride, num_classes, shuffle_seed=None, augment=False,
-                max_objects=None):
+                max_objects=None, resample=None):
+    """Batches of (pixels / 255, targets). With ``resample`` (a dataset's ``resample_train``), each pass over the
+    dataset - each epoch of ``fit`` - after the first draws new examples from it, made while the model trains."""
     boxes, labels = pad_annotations(annotations, max_objects)
-    ds = tf.data.Dataset.from_tensor_slices((images, boxes, labels))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    if resample is None:
+        ds = tf.data.Dataset.from_tensor_slices((images, boxes, labels))
+        if shuffle_seed is not None:
+            ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+    else:
+        passes = iter(range(10 ** 9))
+
+        def batches():
+            epoch = next(passes)
+            if epoch == 0:
+                x, b, lab = images, boxes, labels
+            else:
+                x, fresh = resample(epoch)
+                b, lab = pad_annotations(fresh, boxes.shape[1])
+            for start in range(0, len(x), batch_size):
+                yield x[start:start + batch_size], b[start:start + batch_size], lab[start:start + batch_size]
+
+        spec = (tf.TensorSpec((None, *images.shape[1:]), tf.uint8), tf.TensorSpec((None, boxes.shape[1], 4)),
+                tf.TensorSpec((None, boxes.shape[1]), tf.int32))
+        # Every pass has as many batches as the first: saying so lets Keras count steps (and not warn).
+        ds = tf.data.Dataset.from_generator(batches, output_signature=spec).apply(
+            tf.data.experimental.assert_cardinality(-(-len(images) // batch_size)))
 
     def prepare(x, b, lab):
         x = tf.cast(x, tf.float32) / 255.0
@@ -266,7 +287,8 @@ def _train_detector(tf, keras, splits, model_name, out, epochs, seed, batch_size
     trainer.compile(optimizer=keras.optimizers.Adam(schedule), loss=make_losses(tf, (rows, cols), stride),
                     loss_weights={"boxes": BOX_LOSS_WEIGHT, OBJECT_OUTPUT: 1.0, CLASS_OUTPUT: CLASS_LOSS_WEIGHT})
     train_ds = _tf_dataset(tf, splits.x_train, splits.y_train, batch_size, (rows, cols), stride, num_classes,
-                           shuffle_seed=seed, augment=augment, max_objects=max_objects)
+                           shuffle_seed=seed, augment=augment, max_objects=max_objects,
+                           resample=splits.resample_train)
     val_ds = _tf_dataset(tf, splits.x_val, splits.y_val, 64, (rows, cols), stride, num_classes,
                          max_objects=max_objects)
     val_map = _validation_map_callback(keras, model, pixels_to_input(splits.x_val, prep), splits.y_val,

@@ -68,32 +68,37 @@ def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_d
         raise InputError(f"pooling {pooling!r} is not known; use max or max+mean")
     inputs = keras.Input(input_shape, dtype="int32", name="tokens")
     members = int(members)
-    outputs = []
-    for m in range(members):
-        prefix = "" if members == 1 else f"member{m + 1}_"
-        x = layers.Embedding(int(vocab_size), int(embedding_dim), name=f"{prefix}embedding")(inputs)
-        if embedding_dropout:
-            x = layers.SpatialDropout1D(float(embedding_dropout), name=f"{prefix}embedding_dropout")(x)
-        pooled = []
-        for k in kernel_sizes:
-            branch = layers.Conv1D(int(filters), int(k), activation="relu", name=f"{prefix}conv{k}")(x)
-            pooled.append(layers.GlobalMaxPooling1D(name=f"{prefix}max_over_time{k}")(branch))
-            if pooling == "max+mean":
-                pooled.append(layers.GlobalAveragePooling1D(name=f"{prefix}mean_over_time{k}")(branch))
-        if bag:
-            pooled.append(layers.GlobalAveragePooling1D(name=f"{prefix}mean_embedding")(x))
-        x = layers.Concatenate(name=f"{prefix}features")(pooled) if len(pooled) > 1 else pooled[0]
-        if dropout:
-            x = layers.Dropout(float(dropout), name=f"{prefix}dropout")(x)
-        if members == 1 and wide:
-            logits = layers.Dense(num_classes, name="cnn_logits")(x)
-            scores = layers.Embedding(int(vocab_size), num_classes, name="wide_scores")(inputs)
-            # x sequence length: a mean over the text, scaled so the path learns at the CNN's pace.
-            bag_logits = layers.Rescaling(float(input_shape[0]) ** 0.5, name="wide_logits")(
-                layers.GlobalAveragePooling1D(name="wide_mean")(scores))
-            probabilities = layers.Softmax(name="probabilities")(layers.Add(name="logits")([logits, bag_logits]))
-            return keras.Model(inputs, probabilities, name="text_cnn_multi_wide")
-        if members == 1:
-            return keras.Model(inputs, _classifier_head(x, num_classes, layers), name="text_cnn_multi")
-        outputs.append(layers.Dense(num_classes, activation="softmax", name=f"{prefix}probabilities")(x))
-    return keras.Model(inputs, layers.Average(name="probabilities")(outputs), name="text_cnn_multi_ensemble")
+    towers = [_kim_tower(inputs, num_classes, layers, "" if members == 1 else f"member{m + 1}_", int(vocab_size),
+                         int(embedding_dim), int(filters), kernel_sizes, float(dropout), float(embedding_dropout),
+                         pooling, bag, wide, int(input_shape[0]))
+              for m in range(members)]
+    name = "text_cnn_multi" + ("_wide" if wide else "") + ("_ensemble" if members > 1 else "")
+    outputs = towers[0] if members == 1 else layers.Average(name="probabilities")(towers)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _kim_tower(inputs, num_classes, layers, prefix, vocab_size, embedding_dim, filters, kernel_sizes, dropout,
+               embedding_dropout, pooling, bag, wide, sequence_length):
+    """One member of ``text-cnn-multi``: its own embedding, convolutions, optional wide path and softmax."""
+    x = layers.Embedding(vocab_size, embedding_dim, name=f"{prefix}embedding")(inputs)
+    if embedding_dropout:
+        x = layers.SpatialDropout1D(embedding_dropout, name=f"{prefix}embedding_dropout")(x)
+    pooled = []
+    for k in kernel_sizes:
+        branch = layers.Conv1D(filters, int(k), activation="relu", name=f"{prefix}conv{k}")(x)
+        pooled.append(layers.GlobalMaxPooling1D(name=f"{prefix}max_over_time{k}")(branch))
+        if pooling == "max+mean":
+            pooled.append(layers.GlobalAveragePooling1D(name=f"{prefix}mean_over_time{k}")(branch))
+    if bag:
+        pooled.append(layers.GlobalAveragePooling1D(name=f"{prefix}mean_embedding")(x))
+    x = layers.Concatenate(name=f"{prefix}features")(pooled) if len(pooled) > 1 else pooled[0]
+    if dropout:
+        x = layers.Dropout(dropout, name=f"{prefix}dropout")(x)
+    if not wide:
+        return layers.Dense(num_classes, activation="softmax", name=f"{prefix}probabilities")(x)
+    logits = layers.Dense(num_classes, name=f"{prefix}cnn_logits")(x)
+    scores = layers.Embedding(vocab_size, num_classes, name=f"{prefix}wide_scores")(inputs)
+    # x sequence length: a mean over the text, scaled so the path learns at the CNN's pace.
+    bag_logits = layers.Rescaling(float(sequence_length) ** 0.5, name=f"{prefix}wide_logits")(
+        layers.GlobalAveragePooling1D(name=f"{prefix}wide_mean")(scores))
+    return layers.Softmax(name=f"{prefix}probabilities")(layers.Add(name=f"{prefix}logits")([logits, bag_logits]))
