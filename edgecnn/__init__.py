@@ -5,23 +5,31 @@ is imported when a model is opened, and the training and export wings only when 
 """
 
 from .errors import EdgecnnError, InputError, MissingDependencyError, ModelError
-from .runtime.tasks import (Category, Classification, Detection, DetectionResult, ImageClassifier, ObjectDetector,
-                            TextClassifier, load)
+from .runtime.tasks import (
+                            Category,
+                            Classification,
+                            Detection,
+                            DetectionResult,
+                            ImageClassifier,
+                            ObjectDetector,
+                            TextClassifier,
+                            load,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Category",
-    "Classification",
-    "Detection",
-    "DetectionResult",
-    "EdgecnnError",
-    "ImageClassifier",
-    "InputError",
-    "MissingDependencyError",
-    "ModelError",
-    "ObjectDetector",
-    "TextClassifier",
-    "load",
-    "__version__",
+                            "Category",
+                            "Classification",
+                            "Detection",
+                            "DetectionResult",
+                            "EdgecnnError",
+                            "ImageClassifier",
+                            "InputError",
+                            "MissingDependencyError",
+                            "ModelError",
+                            "ObjectDetector",
+                            "TextClassifier",
+                            "__version__",
+                            "load",
 ]

@@ -146,7 +146,7 @@ def evaluate(model_dir: str | os.PathLike, formats: list[str] | None = None, thr
             results[fmt] = {"error": str(exc)}
     dataset = manifest.get("dataset", {})
     report = {"model": str(manifest.folder), "task": manifest.task, "dataset": dataset.get("name"),
-              "split": dataset.get("split", "test"), "n": int(len(targets)), "reference": reference_name,
+              "split": dataset.get("split", "test"), "n": len(targets), "reference": reference_name,
               "results": results}
     if manifest.task == "text-classification":
         from .train.text_reference import reference_report

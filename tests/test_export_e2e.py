@@ -95,8 +95,8 @@ def test_cli_refusal_is_one_line_and_exit_2(trained, tmp_path):
 def test_any_keras_classifier_exports_with_labels_and_calibration(tmp_path):
     import keras
 
-    from edgecnn.export import export_model
     import edgecnn
+    from edgecnn.export import export_model
 
     inputs = keras.Input((28, 28, 1))
     x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)

@@ -22,7 +22,7 @@ def classifier(digits_export):
 
 @pytest.fixture(scope="module")
 def sample(digits_export):
-    path = sorted((digits_export / "samples").glob("7-*.png"))[0]
+    path = min((digits_export / "samples").glob("7-*.png"))
     return Image.open(path).convert("L")
 
 

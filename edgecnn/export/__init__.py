@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .. import __version__, manifest as manifest_io
+from .. import __version__
+from .. import manifest as manifest_io
 from ..errors import ExportRefusedError, InputError
 from ..manifest import FORMAT_FILES, FORMATS
 
@@ -51,10 +52,10 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
         export_model("runs/digits-cnn/model.keras", "exported/digits-cnn")
     """
     from ..evaluate import measure
+    from ..train.fit import import_tensorflow
     from .onnx import export_onnx, onnx_metadata, quantize_onnx
     from .tasks import adapter_for, keras_outputs, load_keras_model
     from .tflite import export_tflite, tensor_quantization
-    from ..train.fit import import_tensorflow
 
     say = progress or (lambda message: None)
     formats = list(formats or FORMATS)
@@ -91,7 +92,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
                           exclude_op_types=tuple(run.get("onnx_int8_exclude", ())))
             files["onnx-int8"] = {"precision": "int8", "runtime": "onnxruntime",
                                   "quantization": {"method": "static QDQ, per-channel weights, MinMax calibration",
-                                                   "calibration_examples": int(len(calib))}}
+                                                   "calibration_examples": len(calib)}}
         if "tflite" in formats:
             say("TFLite fp32")
             export_tflite(serve, model, staging / FORMAT_FILES["tflite"])
@@ -101,7 +102,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
             export_tflite(serve, model, staging / FORMAT_FILES["tflite-int8"], calibration=calib, int8=True)
             files["tflite-int8"] = {"precision": "int8", "runtime": "litert",
                                     "quantization": {"method": "full integer (TFLITE_BUILTINS_INT8)",
-                                                     "calibration_examples": int(len(calib)),
+                                                     "calibration_examples": len(calib),
                                                      **tensor_quantization(staging / FORMAT_FILES["tflite-int8"])}}
         if "onnx" not in formats and "onnx" in files:
             (staging / FORMAT_FILES["onnx"]).unlink()
@@ -128,7 +129,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
             say(f"validating {fmt}")
             parity[fmt] = measure(staged, fmt, inputs, targets, reference)
             problems += adapter.failures(fmt, parity[fmt], keras_metric, limits)
-        data["validation"] = {"split": "test", "n": int(len(targets)), "thresholds": limits, "results": parity}
+        data["validation"] = {"split": "test", "n": len(targets), "thresholds": limits, "results": parity}
         manifest_io.write(staging, data)
         if problems:
             raise ExportRefusedError("export refused, " + "; ".join(problems) +

@@ -68,8 +68,8 @@ class DetectionAdapter(ExportAdapter):
     def int8_failures(self, fmt: str, measured: dict, keras_metric: dict, thresholds: dict) -> list[str]:
         drop = keras_metric["map50"] - measured["map50"]
         if drop > thresholds["max_map_drop"]:
-            return [f"{fmt}: mAP@0.5 {measured['map50']:.4f} is {drop * 100:.1f} pts below Keras' "
-                    f"{keras_metric['map50']:.4f} (limit {thresholds['max_map_drop'] * 100:.1f})"]
+            return [(f"{fmt}: mAP@0.5 {measured['map50']:.4f} is {drop * 100:.1f} pts below Keras' "
+                     f"{keras_metric['map50']:.4f} (limit {thresholds['max_map_drop'] * 100:.1f})")]
         return []
 
 

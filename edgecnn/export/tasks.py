@@ -35,7 +35,7 @@ def load_keras_model(path: str | Path):
             raise ModelError(f"{path} contains a Lambda layer, which safe_mode refuses to deserialize (it would run "
                              "arbitrary code); replace it with a registered custom layer") from None
         raise ModelError(f"{path} is not a Keras model file Keras can load ({text.splitlines()[0][:160]})") from None
-    except Exception as exc:  # zip, h5 and JSON errors all mean the same thing to the user
+    except Exception as exc:  # noqa: BLE001 - zip, h5 and JSON errors all mean the same thing to the user
         raise ModelError(f"{path} is not a Keras model file Keras can load ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
 
@@ -114,8 +114,8 @@ class ExportAdapter:
         if fmt.endswith("int8"):
             return self.int8_failures(fmt, measured, keras_metric, thresholds)
         if measured["max_abs_diff"] > thresholds["max_diff"]:
-            return [f"{fmt}: max |Δ| of the outputs vs Keras {measured['max_abs_diff']:.2e} exceeds "
-                    f"{thresholds['max_diff']:.0e}"]
+            return [(f"{fmt}: max |Δ| of the outputs vs Keras {measured['max_abs_diff']:.2e} exceeds "
+                     f"{thresholds['max_diff']:.0e}")]
         return []
 
     def int8_failures(self, fmt: str, measured: dict, keras_metric: dict, thresholds: dict) -> list[str]:
@@ -150,8 +150,8 @@ class ImageClassificationAdapter(ExportAdapter):
 
     def int8_failures(self, fmt: str, measured: dict, keras_metric: dict, thresholds: dict) -> list[str]:
         if measured["agreement"] < thresholds["min_agreement"]:
-            return [f"{fmt}: top-1 agreement with Keras {measured['agreement']:.2%} is below "
-                    f"{thresholds['min_agreement']:.2%}"]
+            return [(f"{fmt}: top-1 agreement with Keras {measured['agreement']:.2%} is below "
+                     f"{thresholds['min_agreement']:.2%}")]
         return []
 
 

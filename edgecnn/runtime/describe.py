@@ -35,11 +35,11 @@ def format_description(data: dict) -> str:
 
     if "task" not in data:
         return _format_platform(data)
-    lines = [f"{data['model']}: {data['task']}, {len(data['labels'])} labels "
-             f"({', '.join(data['labels'][:12])}{', ...' if len(data['labels']) > 12 else ''})",
+    lines = [(f"{data['model']}: {data['task']}, {len(data['labels'])} labels "
+              f"({', '.join(data['labels'][:12])}{', ...' if len(data['labels']) > 12 else ''})"),
              f"input: {data['input']}",
-             f"dataset: {(data.get('dataset') or {}).get('name')} (held-out split: "
-             f"{(data.get('dataset') or {}).get('split')})", ""]
+             (f"dataset: {(data.get('dataset') or {}).get('name')} (held-out split: "
+              f"{(data.get('dataset') or {}).get('split')})"), ""]
     lines.append(table(["format", "file", "KiB", "precision", "runnable here"],
                        [[f, e["path"], (e["size"] or 0) / 1024, e["precision"], "yes" if e["runnable_here"] else
                          "no"] for f, e in data["files"].items()]))

@@ -7,8 +7,9 @@ CLI can exit 2 after doing all the work it could.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable
 
 from ..errors import EdgecnnError, InputError
 from .tasks import Task, iter_image_paths, load
@@ -96,4 +97,4 @@ def input_label(text: str, name: str | None = None) -> str:
     return name if name else (text if len(text) <= JSON_INPUT_CHARS else text[:JSON_INPUT_CHARS])
 
 
-__all__: Iterable[str] = ["run_inference", "input_label"]
+__all__: Iterable[str] = ["input_label", "run_inference"]

@@ -217,4 +217,4 @@ def sample_name(label: str, k: int, suffix: str) -> str:
 
 
 # The text and detection datasets live in their own modules (to keep this one small); importing them registers them.
-from . import detection_datasets, text_datasets  # noqa: E402,F401
+from . import detection_datasets, text_datasets  # noqa: F401

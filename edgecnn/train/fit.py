@@ -163,6 +163,6 @@ def _train_image_classifier(tf, keras, splits, model_name, out, epochs, seed, ba
     accuracy = float(np.mean(y_pred == splits.y_test))
     save_confusion(splits.y_test, y_pred, splits.labels, out / "confusion.png",
                    f"{model_name} on {splits.name} test: {accuracy:.2%}")
-    metrics = {"test_accuracy": accuracy, "test_size": int(len(y_pred)), "epochs_run": len(history.epoch),
+    metrics = {"test_accuracy": accuracy, "test_size": len(y_pred), "epochs_run": len(history.epoch),
                "parameters": int(model.count_params())}
     return metrics, {}

@@ -122,7 +122,7 @@ MOBILENET_S_BLOCKS = ((32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2))
 
 def mobilenet_backbone(inputs, alpha: float, layers, blocks=MOBILENET_S_BLOCKS, stem_stride: int = 1):
     """Stem conv + separable blocks scaled by the width multiplier ``alpha``; returns every block's output."""
-    width = lambda f: max(8, int(f * alpha + 4) // 8 * 8)  # noqa: E731 - channel counts rounded to 8, as MobileNet
+    width = lambda f: max(8, int(f * alpha + 4) // 8 * 8)
     x = layers.Conv2D(width(16), 3, strides=stem_stride, padding="same", use_bias=False, name="stem")(inputs)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
@@ -147,4 +147,4 @@ def mobilenet_s(input_shape, num_classes, alpha: float = 1.0, dropout: float = 0
 
 
 # The text and detection architectures live in their own modules; importing them registers them.
-from . import detection_models, text_models  # noqa: E402,F401
+from . import detection_models, text_models  # noqa: F401
