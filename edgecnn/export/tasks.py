@@ -24,6 +24,8 @@ def load_keras_model(path: str | Path):
     import_tensorflow()
     import keras
 
+    from ..train import text_layers  # noqa: F401 - registers edgecnn's custom layers for deserialization
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file; pass the model.keras written by 'edgecnn train'")

@@ -30,7 +30,7 @@ from ..errors import InputError
 from ..runtime.detection import BOX_ENCODING, DEFAULTS
 from .detection_metrics import METRIC_SCORE_THRESHOLD, map_of_outputs
 from .fit import register_trainer, save_history
-from .models import _keras, mobilenet_backbone, register_model, separable_block
+from .models import MOBILENET_S_BLOCKS, _keras, mobilenet_backbone, register_model, separable_block
 
 #: A cell is a positive of an object when its centre lies within this fraction of the object's size (or half a
 #: stride) of the box centre, in x and in y.
@@ -43,6 +43,10 @@ CLASS_LOSS_WEIGHT = 2.0
 #: stride-2 stem): a third of the training time of the classifier's layout at 128x128, where full-resolution
 #: depthwise convolutions dominate, and a receptive field (~90 px) that still spans the largest digits.
 DETECTOR_BLOCKS = ((32, 2), (64, 1), (64, 2), (128, 1), (128, 2), (256, 1))
+#: ``layout`` option: "fast" (above) or "mobilenet-s", the classifier's own blocks (strides 2, 4, 4, 8, 8, 16 after
+#: the stem): the first block keeps the stem's resolution, which small digits need - a classifier of 48x48 digit
+#: crops on this backbone learnt 68 % in 3 epochs with it against 21 % with "fast" (12-20 px digits: 50 % vs 12 %).
+BACKBONE_LAYOUTS = {"fast": DETECTOR_BLOCKS, "mobilenet-s": MOBILENET_S_BLOCKS}
 BN_MOMENTUM = 0.9
 #: The two factors of ``scores``, trained separately (outputs of the training graph only).
 OBJECT_OUTPUT, CLASS_OUTPUT = "objectness", "class_probabilities"
@@ -59,7 +63,8 @@ def _conv_bn_relu(x, filters, layers, name):
 @register_model("detector", "object-detection",
                 "anchor-free single-shot detector (FCOS-style centre cells + box distances) on mobilenet-s blocks; "
                 "options: alpha (width), stride (8 or 4), head_width")
-def detector(input_shape, num_classes, alpha: float = 1.0, stride: int = 8, head_width: int = 64):
+def detector(input_shape, num_classes, alpha: float = 1.0, stride: int = 8, head_width: int = 64,
+             layout: str = "fast"):
     keras = _keras()
     layers = keras.layers
     height, width = input_shape[:2]
@@ -67,8 +72,10 @@ def detector(input_shape, num_classes, alpha: float = 1.0, stride: int = 8, head
         raise InputError(f"detector: stride must be 4 or 8, got {stride}")
     if height % 16 or width % 16:
         raise InputError(f"detector: input height and width must be multiples of 16, got {height}x{width}")
+    if layout not in BACKBONE_LAYOUTS:
+        raise InputError(f"detector: layout must be one of {', '.join(BACKBONE_LAYOUTS)}, got {layout!r}")
     inputs = keras.Input(input_shape, name="image")
-    features = mobilenet_backbone(inputs, alpha, layers, blocks=DETECTOR_BLOCKS, stem_stride=2)
+    features = mobilenet_backbone(inputs, alpha, layers, blocks=BACKBONE_LAYOUTS[layout], stem_stride=2)
     c4, c8, c16 = features[1], features[3], features[5]
     x = _conv_bn_relu(c16, head_width, layers, "lat16")
     x = layers.UpSampling2D(2, name="up16")(x)

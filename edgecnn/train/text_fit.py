@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..runtime import text as text_rt
 from . import models as models_mod
 from .fit import fit_model, register_trainer, save_confusion, save_history
+from .text_layers import TfIdfWeights
 from .text_reference import tfidf_reference
 
 DEFAULT_VOCAB_SIZE = 8000
@@ -149,6 +150,9 @@ def train_text_classifier(tf, keras, splits, model_name, out, epochs, seed, batc
 
     model = models_mod.create_model(model_name, (sequence_length,), len(splits.labels),
                                     vocab_size=len(vocabulary), **options)
+    for layer in model.layers:
+        if isinstance(layer, TfIdfWeights):
+            layer.set_idf(x_train)  # document frequencies of the training split only
     if embedding_init == "lsa":
         _init_embedding_with_lsa(model, x_train, len(vocabulary), seed)
     elif embedding_init != "random":

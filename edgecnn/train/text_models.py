@@ -14,6 +14,7 @@ from __future__ import annotations
 from ..errors import InputError
 from . import text_fit  # noqa: F401  (registers the text-classification trainer)
 from .models import _classifier_head, _keras, register_model
+from .text_layers import TfIdfWeights
 
 TASK = "text-classification"
 
@@ -47,7 +48,7 @@ def text_cnn(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: in
 def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: int = 32, filters: int = 64,
                    kernel_sizes=(3, 4, 5), dropout: float = 0.5, embedding_dropout: float = 0.2,
                    pooling: str = "max", bag: bool = False, members: int = 1, wide: bool = False,
-                   **_ignored):
+                   wide_scale: float = 16.0, **_ignored):
     """Several n-gram detectors side by side; dropout on whole embedding channels and on the pooled features.
 
     ``SpatialDropout1D`` drops entire embedding dimensions during training (a word-independent regularizer that
@@ -58,7 +59,9 @@ def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_d
     independent towers (own embedding, convolutions and softmax) and averages their probabilities: an ensemble in
     one graph, K times the weights. ``wide=True`` adds a linear bag-of-words path beside the CNN (Wide & Deep,
     Cheng et al. 2016): a per-word score for each class, averaged over the text and added to the CNN's logits
-    before the softmax - what TF-IDF + logistic regression does well, learnt jointly.
+    before the softmax - what TF-IDF + logistic regression does well, learnt jointly. ``wide="tfidf"`` makes that
+    path exactly logistic regression on binary, L2-normalized TF-IDF features (see ``TfIdfWeights``) instead of on
+    raw word counts.
     """
     keras = _keras()
     layers = keras.layers
@@ -66,11 +69,14 @@ def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_d
         kernel_sizes = [int(k) for k in str(kernel_sizes).split(",")]
     if pooling not in ("max", "max+mean"):
         raise InputError(f"pooling {pooling!r} is not known; use max or max+mean")
+    if wide not in (False, True, "mean", "tfidf"):
+        raise InputError(f"wide {wide!r} is not known; use false, true (= mean) or tfidf")
+    wide = "mean" if wide is True else wide
     inputs = keras.Input(input_shape, dtype="int32", name="tokens")
     members = int(members)
     towers = [_kim_tower(inputs, num_classes, layers, "" if members == 1 else f"member{m + 1}_", int(vocab_size),
                          int(embedding_dim), int(filters), kernel_sizes, float(dropout), float(embedding_dropout),
-                         pooling, bag, wide, int(input_shape[0]))
+                         pooling, bag, wide, int(input_shape[0]), float(wide_scale))
               for m in range(members)]
     name = "text_cnn_multi" + ("_wide" if wide else "") + ("_ensemble" if members > 1 else "")
     outputs = towers[0] if members == 1 else layers.Average(name="probabilities")(towers)
@@ -78,7 +84,7 @@ def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_d
 
 
 def _kim_tower(inputs, num_classes, layers, prefix, vocab_size, embedding_dim, filters, kernel_sizes, dropout,
-               embedding_dropout, pooling, bag, wide, sequence_length):
+               embedding_dropout, pooling, bag, wide, sequence_length, wide_scale):
     """One member of ``text-cnn-multi``: its own embedding, convolutions, optional wide path and softmax."""
     x = layers.Embedding(vocab_size, embedding_dim, name=f"{prefix}embedding")(inputs)
     if embedding_dropout:
@@ -98,7 +104,15 @@ def _kim_tower(inputs, num_classes, layers, prefix, vocab_size, embedding_dim, f
         return layers.Dense(num_classes, activation="softmax", name=f"{prefix}probabilities")(x)
     logits = layers.Dense(num_classes, name=f"{prefix}cnn_logits")(x)
     scores = layers.Embedding(vocab_size, num_classes, name=f"{prefix}wide_scores")(inputs)
-    # x sequence length: a mean over the text, scaled so the path learns at the CNN's pace.
-    bag_logits = layers.Rescaling(float(sequence_length) ** 0.5, name=f"{prefix}wide_logits")(
-        layers.GlobalAveragePooling1D(name=f"{prefix}wide_mean")(scores))
+    if wide == "tfidf":
+        # Binary TF-IDF features with L2 norm, dotted with the per-word scores: logistic regression in the graph.
+        # Its features have unit norm, so the scores need large values (logistic regression's weights reach tens):
+        # ``wide_scale`` multiplies them, i.e. the path learns that much faster than the CNN beside it.
+        weights = TfIdfWeights(vocab_size, name=f"{prefix}tfidf_weights")(inputs)
+        bag_logits = layers.Rescaling(wide_scale, name=f"{prefix}wide_logits")(
+            layers.Dot(axes=1, name=f"{prefix}wide_dot")([weights, scores]))
+    else:
+        # x sequence length: a mean over the text, scaled so the path learns at the CNN's pace.
+        bag_logits = layers.Rescaling(float(sequence_length) ** 0.5, name=f"{prefix}wide_logits")(
+            layers.GlobalAveragePooling1D(name=f"{prefix}wide_mean")(scores))
     return layers.Softmax(name=f"{prefix}probabilities")(layers.Add(name=f"{prefix}logits")([logits, bag_logits]))
