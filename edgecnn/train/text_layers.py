@@ -1,6 +1,6 @@
 """Custom Keras layers of the text models, registered so ``model.keras`` files load without extra arguments.
 
-Only ops that ONNX and TFLite have (equal, cast, sum, gather, divide, rsqrt) are used, so the exported graphs need no
+Only ops that ONNX and TFLite have (equal, cast, sum, minimum, gather, multiply, rsqrt) are used, so the exported graphs need no
 custom operators; :func:`edgecnn.export.tasks.load_keras_model` imports this module before loading a model.
 """
 
@@ -14,9 +14,11 @@ from ..runtime import text as text_rt
 keras = require("keras", "train", "The text models' layers")
 
 #: Occurrence counts are capped here: a word seen c > MAX_COUNT times in one text weighs c / MAX_COUNT, not 1
-#: (only frequent words - "the", "said" - get there, and their idf is near its minimum). Uncapped, int8 graphs
-#: quantize the counts on a 0..700 scale (the padding), where 1 rounds to 0 and the division fails.
-MAX_COUNT = 16.0
+#: (only frequent words - "the", "said" - get there, and their idf is near its minimum). The cap keeps the table
+#: of reciprocals small.
+MAX_COUNT = 16
+#: 1 / count for count 0..MAX_COUNT, with 0 for count 0 (padding and [UNK] positions).
+RECIPROCALS = np.array([0.0] + [1.0 / k for k in range(1, MAX_COUNT + 1)], np.float32)
 
 
 @keras.saving.register_keras_serializable(package="edgecnn")
@@ -42,13 +44,15 @@ class TfIdfWeights(keras.layers.Layer):
     def call(self, tokens):
         ops = keras.ops
         tokens = ops.cast(tokens, "int32")
-        word = ops.cast(ops.greater(tokens, text_rt.OOV_ID), "float32")  # B x L: 0 for padding and [UNK]
-        same = ops.cast(ops.equal(ops.expand_dims(tokens, 2), ops.expand_dims(tokens, 1)), "float32")
-        # Occurrences of each position's word among the words (>= 1; 1 at padding, whose idf is zeroed below),
-        # capped so an int8 graph represents 1, 2, 3 ... exactly (its scale follows the largest value).
-        counts = ops.minimum(ops.sum(same * ops.expand_dims(word, 1), axis=2) + (1.0 - word), MAX_COUNT)
-        idf = ops.take(self.idf, tokens, axis=0) * word
-        share = idf / counts  # sums to idf_v over the positions of word v (c_v / MAX_COUNT past MAX_COUNT)
+        word = ops.cast(ops.greater(tokens, text_rt.OOV_ID), "int32")  # B x L: 0 for padding and [UNK]
+        same = ops.cast(ops.equal(ops.expand_dims(tokens, 2), ops.expand_dims(tokens, 1)), "int32")
+        # Occurrences of each position's word among the words, counted in int32 (0 at padding and [UNK]) and
+        # turned into 1 / count by a table lookup: an int8 graph has no integer counts to round and no division
+        # (the 32-bit Pi's tflite-runtime 2.14 has no int8 DIV kernel).
+        counts = ops.minimum(ops.sum(same * ops.expand_dims(word, 1), axis=2), MAX_COUNT)
+        reciprocal = ops.take(ops.convert_to_tensor(RECIPROCALS), counts, axis=0)  # 0 where count is 0
+        idf = ops.take(self.idf, tokens, axis=0)
+        share = idf * reciprocal  # sums to idf_v over the positions of word v (c_v / MAX_COUNT past MAX_COUNT)
         # Multiply by rsqrt rather than divide by the norm: an int8 TFLite refuses to divide by a quantized zero,
         # which the norm of a text without known words is. Such a text gets weights 0 (idf 0 everywhere).
         return share * ops.rsqrt(ops.sum(share * idf, axis=1, keepdims=True) + 1e-6)
