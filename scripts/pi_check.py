@@ -477,6 +477,27 @@ def _compare_detections(name: str, host: list[dict], guest: list[dict], exact: b
     return problems
 
 
+#: A detection this far above the default threshold (0.4) must agree even across int8 kernels ...
+CONFIDENT_SCORE = 0.6
+#: ... with a box this close (int8 steps of the distances move edges by a few pixels).
+CONFIDENT_BOX_PX = 5.0
+
+
+def confident_problems(host: dict[str, dict], guest: dict[str, dict], min_score: float = CONFIDENT_SCORE,
+                       box_px: float = CONFIDENT_BOX_PX) -> list[str]:
+    """Detections scoring ``min_score`` or more on either side that have no counterpart on the other side (same
+    label, any score, every box edge within ``box_px``): what still fails an int8 row on other int8 kernels."""
+    problems = []
+    for name in sorted(set(host) & set(guest)):
+        for side, mine, theirs in (("x86-64", host[name], guest[name]), ("arm", guest[name], host[name])):
+            for d in mine.get("detections", []):
+                if d["score"] >= min_score and not any(
+                        o["label"] == d["label"] and max(abs(p - q) for p, q in zip(_box(d), _box(o))) <= box_px
+                        for o in theirs.get("detections", [])):
+                    problems.append(f"{name}: confident {d['label']} ({d['score']}) at {_box(d)} only on {side}")
+    return problems + [f"{name}: result missing on one side" for name in sorted(set(host) ^ set(guest))]
+
+
 def format_table(rows: list[list[str]]) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
@@ -511,11 +532,21 @@ class Stack:
         wanted = ("onnxruntime",) if fmt.startswith("onnx") else ("ai-edge-litert", "tflite-runtime")
         return any(name in self.names for name in wanted)
 
-    def other_litert_build(self, fmt: str) -> bool:
-        """Whether this install runs ``fmt`` with another LiteRT build than x86-64 (tflite-runtime 2.14, not
-        ai-edge-litert): its int8 kernels may round a few outputs one step apart, which can move a detection that
-        sits at the score threshold in or out. Such rows are reported, not failed."""
-        return fmt.endswith("int8") and fmt.startswith("tflite") and "ai-edge-litert" not in self.names
+    def other_int8_kernels(self, fmt: str) -> bool:
+        """Whether this install runs the int8 file ``fmt`` with other int8 kernels than x86-64 does.
+
+        * ``tflite-int8`` on another LiteRT build (tflite-runtime 2.14, not ai-edge-litert): it rounds a few
+          outputs one step apart;
+        * ``onnx-int8`` on any ARM: onnxruntime's int8 kernels are per instruction set (x86-64 VNNI/AMX vs ARM
+          NEON) and not bit-exact - on x86-64 alone, its fused and unfused int8 paths differ as much (0.04 in the
+          detector's scores).
+
+        Either can move a detection that sits near the score threshold in or out. Such detection rows are
+        reported as ``differs*``, not failed, as long as every confident detection still agrees
+        (:func:`confident_problems`)."""
+        if fmt == "tflite-int8":
+            return "ai-edge-litert" not in self.names
+        return fmt == "onnx-int8"
 
     def command(self, *args: str) -> list[str]:
         return guest_command(self.root, self.target, *args)
@@ -614,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
                 if outcome.n == 0:
                     outcome.problems.append("no results at all")
                 ok = not outcome.problems
-                lenient = not ok and case.task == "object-detection" and stack.other_litert_build(case.fmt)
+                lenient = (not ok and case.task == "object-detection" and stack.other_int8_kernels(case.fmt)
+                           and not confident_problems(host, guest))
                 failed += not ok and not lenient
                 rows.append([case.export.name, case.fmt, stack.name, outcome.n, f"{outcome.same_top1}/{outcome.n}",
                              f"{outcome.max_score_diff:.1e}",
@@ -631,8 +663,9 @@ def main(argv: list[str] | None = None) -> int:
         timings["total"] = time.perf_counter() - started
         print(format_table(rows))
         if any(row[-1] == "differs*" for row in rows):
-            print("* int8 detections on another LiteRT build (tflite-runtime 2.14 vs ai-edge-litert on x86-64): "
-                  "reported, not failed; see the problems logged above")
+            print(f"* int8 detections on other int8 kernels (onnxruntime on ARM; tflite-runtime 2.14 vs ai-edge-litert): "
+                  f"near-threshold detections differ, every detection scoring >= {CONFIDENT_SCORE} agrees within "
+                  f"{CONFIDENT_BOX_PX:g} px; reported, not failed (see the problems logged above)")
         print(f"\nfp32 scores within {args.tolerance:g}, int8 same top-1, boxes within {args.box_tolerance:g} px; "
               f"Debian {SUITE} userlands under qemu-user:")
         for stack in stacks:
@@ -648,7 +681,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         lenient_rows = sum(row[-1] == "differs*" for row in rows)
         print(f"pi-check: {len(report) - lenient_rows} of {len(report)} runs agree"
-              + (f", {lenient_rows} differ* on another LiteRT build (not a failure)" if lenient_rows else ""))
+              + (f", {lenient_rows} differ* near the threshold on other int8 kernels (not a failure)"
+                 if lenient_rows else ""))
         return 0
     except CheckError as exc:
         print(f"pi-check: error: {exc}", file=sys.stderr)
