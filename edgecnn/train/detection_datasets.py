@@ -174,7 +174,8 @@ def digit_split_indices(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 @register_dataset("digit-scenes", "object-detection",
                   "generated scenes: 1-5 real sklearn digits (12-48 px) pasted on crops of sklearn's sample "
-                  "photographs; test scenes use test-split digits only (options: train, val, test, size, distort, fresh)")
+                  "photographs; test scenes use test-split digits only (options: train, val, test, size, distort, "
+                  "fresh)")
 def _load_digit_scenes(seed: int = 0, train: int = 6000, val: int = 500, test: int = 500, size: int = 128,
                        min_px: int = 12, max_px: int = 48, max_digits: int = 5, distort: bool = False,
                        fresh: bool = False) -> Splits:

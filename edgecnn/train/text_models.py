@@ -44,7 +44,7 @@ def text_cnn(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: in
 
 @register_model("text-cnn-multi", TASK,
                 "Kim (2014): parallel Conv1D widths 3,4,5, max-over-time, dropout; -o vocab_size, embedding_dim, "
-                "sequence_length, filters, dropout, embedding_dropout, members")
+                "sequence_length, filters, dropout, embedding_dropout, members, wide (true or tfidf), wide_scale")
 def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: int = 32, filters: int = 64,
                    kernel_sizes=(3, 4, 5), dropout: float = 0.5, embedding_dropout: float = 0.2,
                    pooling: str = "max", bag: bool = False, members: int = 1, wide: bool = False,
