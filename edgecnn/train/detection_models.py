@@ -22,6 +22,7 @@ positive per object, and an ambiguous one for small digits at stride 4, learns t
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -247,7 +248,7 @@ def _tf_dataset(tf, images, annotations, batch_size, grid, stride, num_classes, 
             ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size)
     else:
-        passes = iter(range(10 ** 9))
+        passes = itertools.count()
 
         def batches():
             epoch = next(passes)
