@@ -1,7 +1,7 @@
 """Custom Keras layers of the text models, registered so ``model.keras`` files load without extra arguments.
 
-Only ops that ONNX and TFLite have (equal, cast, sum, minimum, gather, multiply, rsqrt) are used, so the exported graphs need no
-custom operators; :func:`edgecnn.export.tasks.load_keras_model` imports this module before loading a model.
+Only ops that ONNX and TFLite have (equal, cast, sum, minimum, gather, multiply, rsqrt) are used, so the exported
+graphs need no custom operators; :func:`edgecnn.export.tasks.load_keras_model` imports this module before loading a model.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class TfIdfWeights(keras.layers.Layer):
     """Token ids -> one weight per position such that summing a per-word vector with them gives the TF-IDF dot.
 
     For position ``t`` holding word ``v`` that occurs ``c_v`` times in the text, the weight is
-    ``idf_v / c_v / sqrt(sum over distinct words u of idf_u^2)``; padding and ``[UNK]`` get 0. Summing
+    ``idf_v / min(c_v, MAX_COUNT) / sqrt(sum over distinct words u of idf_u^2)``; padding and ``[UNK]`` get 0. Summing
     ``weight_t * s[token_t]`` over positions therefore equals ``x . s`` where ``x`` is the text's binary TF-IDF
     vector with L2 norm - scikit-learn's ``TfidfVectorizer(binary=True)`` -, so a per-word score table on top is
     logistic regression on TF-IDF features, learnt inside the network. Why binary: on BBC News, logistic regression
@@ -54,7 +54,7 @@ class TfIdfWeights(keras.layers.Layer):
         idf = ops.take(self.idf, tokens, axis=0)
         share = idf * reciprocal  # sums to idf_v over the positions of word v (c_v / MAX_COUNT past MAX_COUNT)
         # Multiply by rsqrt rather than divide by the norm: an int8 TFLite refuses to divide by a quantized zero,
-        # which the norm of a text without known words is. Such a text gets weights 0 (idf 0 everywhere).
+        # which the norm of a text without known words is. Such a text gets weights 0 (its share is 0 everywhere).
         return share * ops.rsqrt(ops.sum(share * idf, axis=1, keepdims=True) + 1e-6)
 
     def set_idf(self, token_ids: np.ndarray) -> None:
