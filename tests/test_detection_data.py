@@ -199,18 +199,49 @@ def test_target_encoding_marks_centre_regions_positive_and_the_rest_of_the_box_i
     heat, box_target = targets["class_probabilities"].numpy(), targets["boxes"].numpy()
     objectness, weight = targets["objectness"].numpy()[..., 0], targets["objectness"].numpy()[..., 1]
     assert heat.shape == (2, 16, 16, 10) and box_target.shape == (2, 16, 16, 5)
-    np.testing.assert_array_equal(objectness, heat.max(axis=-1))
+    np.testing.assert_array_equal(objectness, heat.max(axis=-1) > 0)
     # Object 1: centre (24, 16), 32x16 -> cells whose centres are within 8 px in x and 4 px in y: rows 1-2, cols 2-3.
-    assert sorted(map(tuple, np.argwhere(heat[0, ..., 3] == 1).tolist())) == [(1, 2), (1, 3), (2, 2), (2, 3)]
+    # Each of its 4 positive cells carries the object weight 1/4, each of object 2's 8 cells 1/8: one per object.
+    assert sorted(map(tuple, np.argwhere(heat[0, ..., 3] == 0.25).tolist())) == [(1, 2), (1, 3), (2, 2), (2, 3)]
     # Object 2: centre (88, 88), 16x48 -> within 4 px in x (cols 10-11) and 12 px in y (rows 9-12).
-    assert sorted(map(tuple, np.argwhere(heat[0, ..., 5] == 1).tolist())) == [
+    assert sorted(map(tuple, np.argwhere(heat[0, ..., 5] == 0.125).tolist())) == [
         (r, c) for r in range(9, 13) for c in (10, 11)]
-    assert heat[0].sum() == 12 and heat[1].sum() == 0
+    assert np.count_nonzero(heat[0]) == 12 and heat[0].sum() == pytest.approx(2.0) and heat[1].sum() == 0
     # The rest of each box is ignored by the objectness loss: object 1's cols 1 and 4 of rows 1-2, and object 2's
     # rows 8 and 13 of cols 10-11 (cells whose centres lie inside the box but outside its central region).
     assert weight[0, 1, 1] == 0 and weight[0, 2, 4] == 0 and weight[0, 8, 10] == 0 and weight[0, 13, 11] == 0
     assert weight[0, 0, 0] == 1 and weight[0, 1, 2] == 1 and weight[0, 9, 10] == 1
     assert weight[0].sum() == 256 - 8 and weight[1].min() == 1
-    np.testing.assert_allclose(box_target[0, 1, 2], [8, 8, 40, 24, 1])
-    np.testing.assert_allclose(box_target[0, 12, 11], [80, 64, 96, 112, 1])
-    assert box_target[0, ..., 4].sum() == 12 and box_target[1].max() == 0
+    np.testing.assert_allclose(box_target[0, 1, 2], [8, 8, 40, 24, 0.25])
+    np.testing.assert_allclose(box_target[0, 12, 11], [80, 64, 96, 112, 0.125])
+    assert box_target[0, ..., 4].sum() == pytest.approx(2.0) and box_target[1].max() == 0
+
+
+def test_class_and_box_losses_count_every_object_once_whatever_its_size():
+    """A big object (many positive cells) predicted perfectly and a small one (one cell) predicted badly: the loss
+    is the mean over the two objects, not over the cells - the small digit's error is not drowned out."""
+    tf = pytest.importorskip("tensorflow")
+    from edgecnn.train.detection_models import CLASS_OUTPUT, encode_targets, make_losses, pad_annotations
+
+    stride, grid = 8, (16, 16)
+    annotations = [{"boxes": np.array([[8, 8, 72, 72], [98, 98, 106, 106]], np.float32),
+                    "labels": np.array([1, 2])}]
+    boxes, labels = pad_annotations(annotations)
+    targets = encode_targets(tf, tf.constant(boxes), tf.constant(labels), grid, stride, 3)
+    heat = targets[CLASS_OUTPUT].numpy()
+    big, small = np.argwhere(heat[0, ..., 1] > 0), np.argwhere(heat[0, ..., 2] > 0)
+    assert len(big) == 16 and len(small) == 1
+    predicted = np.full((1, *grid, 3), 1 / 3, np.float32)
+    predicted[0, big[:, 0], big[:, 1]] = [0.0, 1.0, 0.0]       # the big object: right, loss 0
+    predicted[0, small[0, 0], small[0, 1]] = [0.5, 0.25, 0.25]  # the small one: wrong, -log(0.25)
+    loss = make_losses(tf, grid, stride)[CLASS_OUTPUT](tf.constant(heat), tf.constant(predicted))
+    assert float(loss) == pytest.approx(-np.log(0.25) / 2, rel=1e-5)  # per-cell averaging would give 1/17 of it
+
+    # Boxes: exact distances everywhere for the big object, zero-size guesses for the small one -> GIoU loss of the
+    # small object alone, halved.
+    ys, xs = np.meshgrid((np.arange(16) + 0.5) * stride, (np.arange(16) + 0.5) * stride, indexing="ij")
+    distances = np.stack([xs - 8, ys - 8, 72 - xs, 72 - ys], axis=-1) / stride
+    raw = np.log(np.expm1(np.clip(distances, 1e-3, None)))[None].astype(np.float32)  # softplus^-1
+    raw[0, small[0, 0], small[0, 1]] = -20.0  # softplus(-20) ~ 0: a point box, GIoU ~ -(hull - union)/hull
+    box_loss = float(make_losses(tf, grid, stride)["boxes"](targets["boxes"], tf.constant(raw)))
+    assert 0.4 < box_loss < 0.5 + 1e-3  # 1 - GIoU of a point inside the box is ~1: (0 + 1) / 2

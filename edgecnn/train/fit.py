@@ -88,9 +88,14 @@ def image_augmenter(keras, seed: int):
 
 
 def fit_model(tf, keras, model, train_ds, val_ds, epochs: int, patience: int, verbose: int):
-    """``model.fit`` with early stopping on validation loss (best weights restored)."""
+    """``model.fit`` with early stopping on validation loss (best weights restored).
+
+    ``shuffle=False`` because the tf.data pipelines shuffle (or draw fresh examples) themselves; Keras ignores its
+    own ``shuffle`` for a dataset and warns on every run when it is left at ``True``.
+    """
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop], verbose=verbose)
+    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop], verbose=verbose,
+                     shuffle=False)
 
 
 def save_history(history, out: Path) -> None:

@@ -168,7 +168,7 @@ def train_text_classifier(tf, keras, splits, model_name, out, epochs, seed, batc
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, splits.y_val)).batch(256)
     if average_from:
         # Weight averaging replaces early stopping: train all epochs, average the weights from ``average_from`` on.
-        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
+        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False,
                             callbacks=[_weight_averager(keras, int(average_from))])
     else:
         history = fit_model(tf, keras, model, train_ds, val_ds, epochs, patience, verbose)
