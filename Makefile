@@ -56,7 +56,7 @@ bench: install
 	$(BIN)/python benchmarks/run.py --out BENCHMARKS.md
 
 export-detector: install
-	$(BIN)/edgecnn train --dataset digit-scenes --model detector --epochs 30 --batch-size 16 --lr 2e-3 --patience 30 \
+	$(BIN)/edgecnn train --dataset digit-scenes --model detector --epochs 45 --batch-size 16 --lr 2e-3 --patience 45 \
 		--seed 0 -d train=4000 -d val=200 -d test=300 -d fresh=true -d distort=true -o stride=4 -o layout=mobilenet-s \
 		--out runs/digit-detector
 	$(BIN)/edgecnn export runs/digit-detector/model.keras --out exported/digit-detector

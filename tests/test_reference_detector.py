@@ -1,0 +1,96 @@
+"""The committed digit-detector export against issue 4's targets, measured now on its held-out scenes and samples.
+
+The two targets the export does not meet yet (Keras mAP@0.5 >= 0.90, >= 90 % of the sample objects found) are strict
+xfails: they run and measure every time, and turn into failures the day they pass, so that the marker goes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import edgecnn
+from edgecnn import manifest as manifest_io
+from edgecnn.evaluate import evaluate
+from edgecnn.runtime.detection import iou_matrix
+
+from .conftest import reference_export
+
+pytest.importorskip("pycocotools")  # mAP is pycocotools' (train extra)
+
+FP32, INT8 = ("onnx", "tflite"), ("onnx-int8", "tflite-int8")
+
+
+@pytest.fixture(scope="module")
+def export():
+    return reference_export("digit-detector", "export-detector")
+
+
+@pytest.fixture(scope="module")
+def stored(export):
+    """The export-time validation against the Keras model (Keras is not needed to read it)."""
+    return manifest_io.read(export)["validation"]["results"]
+
+
+@pytest.fixture(scope="module")
+def report(export):
+    return evaluate(export)
+
+
+def sample_recall(export, fmt: str) -> float:
+    """Fraction of the sample scenes' ground-truth objects found by ``edgecnn``'s detector at its default
+    threshold: a detection of the same label with IoU >= 0.5, each detection used once."""
+    truth = json.loads((export / "samples" / "ground_truth.json").read_text())
+    names = {c["id"]: c["name"] for c in truth["categories"]}
+    detector = edgecnn.load(export, format=fmt)
+    found = total = 0
+    for image in truth["images"]:
+        detections = list(detector.detect(export / "samples" / image["file_name"]).detections)
+        for annotation in (a for a in truth["annotations"] if a["image_id"] == image["id"]):
+            x, y, w, h = annotation["bbox"]
+            total += 1
+            same = [d for d in detections if d.label == names[annotation["category_id"]]]
+            if not same:
+                continue
+            ious = iou_matrix(np.array([[x, y, x + w, y + h]], np.float32), np.array([d.box for d in same]))[0]
+            if ious.max() >= 0.5:
+                found += 1
+                detections.remove(same[int(ious.argmax())])
+    return found / total
+
+
+def test_map_measured_now_is_the_map_recorded_at_export(report, stored):
+    assert report["split"] == "test" and report["n"] >= 300
+    for fmt in FP32 + INT8:
+        assert report["results"][fmt]["map50"] == pytest.approx(stored[fmt]["map50"], abs=1e-6), fmt
+        assert report["results"][fmt]["map"] == pytest.approx(stored[fmt]["map"], abs=1e-6), fmt
+
+
+def test_fp32_exports_keep_every_keras_box(stored):
+    for fmt in FP32:
+        assert stored[fmt]["min_box_iou"] >= 0.99 and stored[fmt]["max_abs_diff"] <= 1e-4, fmt
+        assert stored[fmt]["map50"] == pytest.approx(stored["keras"]["map50"], abs=1e-3), fmt
+
+
+def test_int8_exports_are_within_two_points_of_keras(report, stored):
+    for fmt in INT8:
+        assert report["results"][fmt]["map50"] >= stored["keras"]["map50"] - 0.02, fmt
+
+
+def test_sample_scenes_objects_are_found_alike_by_every_format(export):
+    recalls = {fmt: sample_recall(export, fmt) for fmt in FP32 + INT8}
+    assert min(recalls.values()) >= 0.75, recalls  # the floor measured so far, not the target (below)
+    assert max(recalls.values()) - min(recalls.values()) <= 0.05, recalls
+
+
+@pytest.mark.xfail(strict=True, reason="issue 4 open: the committed detector finds fewer than 90 % of the sample "
+                                       "objects (see the closing notes for the measured value)")
+def test_ninety_percent_of_sample_objects_are_found(export):
+    assert sample_recall(export, "tflite-int8") >= 0.90
+
+
+@pytest.mark.xfail(strict=True, reason="issue 4 open: Keras mAP@0.5 of the committed detector is below 0.90")
+def test_keras_map50_reaches_the_target(stored):
+    assert stored["keras"]["map50"] >= 0.90
