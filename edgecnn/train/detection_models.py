@@ -135,8 +135,8 @@ def encode_targets(tf, boxes, labels, grid: tuple[int, int], stride: int, num_cl
     The object weight of a positive cell is 1 / (the number of positive cells of the object that owns it): every
     object counts once in the class and box losses, whatever its size. Unweighted, a 48 px digit has ~36 positive
     cells at stride 4 and a 12 px digit 1 to 4, so small digits got ~5 % of the class gradient though they are a
-    third of the objects - and with 66 % class accuracy at 12-23 px (95 % and more above) they were the detector's
-    whole gap.
+    third of the objects - and with 66 % class accuracy at 12-23 px (94 % and more above) they were most of the
+    detector's gap.
     """
     rows, cols = grid
     valid = labels >= 0  # B x K
