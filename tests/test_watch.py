@@ -227,8 +227,18 @@ def test_ctrl_c_ends_the_watch_with_a_summary(tmp_path):
     assert seen == ["a.png", "b.png"]
 
 
+@pytest.fixture()
+def interactive_ctrl_c():
+    """Ctrl-C as a terminal delivers it. A background job of a non-interactive shell (``nohup cmd &``, how some CI
+    scripts start us) inherits SIGINT *ignored*, which ``watch`` rightly leaves alone - and a test that stops the
+    watch with a SIGINT to itself would then wait forever."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to oneself on Windows")
-def test_ctrl_c_finishes_the_current_frame_counts_it_and_stops(tmp_path):
+def test_ctrl_c_finishes_the_current_frame_counts_it_and_stops(tmp_path, interactive_ctrl_c):
     for name in ("a.png", "b.png", "c.png"):
         (tmp_path / name).write_bytes(b"x")
     seen = []
