@@ -245,3 +245,57 @@ def test_class_and_box_losses_count_every_object_once_whatever_its_size():
     raw[0, small[0, 0], small[0, 1]] = -20.0  # softplus(-20) ~ 0: a point box, GIoU ~ -(hull - union)/hull
     box_loss = float(make_losses(tf, grid, stride)["boxes"](targets["boxes"], tf.constant(raw)))
     assert 0.4 < box_loss < 0.5 + 1e-3  # 1 - GIoU of a point inside the box is ~1: (0 + 1) / 2
+
+
+# --- architecture and decoding choices made in training ---------------------------------------------------------
+
+@pytest.mark.parametrize("layout, lateral_inputs", [("mobilenet-s", ("block3", "block5", "block6")),
+                                                    ("fast", ("block2", "block4", "block6"))])
+def test_laterals_take_the_last_block_at_each_stride(layout, lateral_inputs):
+    """FPN practice: each lateral reads the deepest block of its stride (the first one sees fewer layers)."""
+    pytest.importorskip("keras")
+    from edgecnn.train.models import create_model
+
+    model = create_model("detector", (64, 64, 3), 10, stride=4, layout=layout)
+    fed_by = [model.get_layer(f"lat{s}_conv").input._keras_history.operation.name for s in (4, 8, 16)]
+    assert fed_by == [f"{block}_pw_relu" for block in lateral_inputs]
+    strides = [int(64 // model.get_layer(f"{block}_pw_relu").output.shape[1]) for block in lateral_inputs]
+    assert strides == [4, 8, 16]
+
+
+def test_lateral_blocks_refuses_a_backbone_without_a_stride():
+    from edgecnn.train.detection_models import lateral_blocks
+
+    assert lateral_blocks(((8, 2), (8, 1), (8, 2), (8, 2)), stem_stride=2) == (1, 2, 3)
+    with pytest.raises(InputError, match="no block at stride 8"):
+        lateral_blocks(((8, 2), (8, 2)), stem_stride=1)
+
+
+def _nms_case(detections_per_image):
+    """Raw outputs (4x4 grid, stride 8) with one scored cell per detection: (row, col, class, score, box)."""
+    from .test_detection_runtime import head
+
+    boxes, scores = zip(*(head([(r, c, k, s, (8 * c + 4 - b[0], 8 * r + 4 - b[1], b[2] - 8 * c - 4,
+                                                 b[3] - 8 * r - 4)) for r, c, k, s, b in image])
+                          for image in detections_per_image))
+    return {"boxes": np.stack(boxes), "scores": np.stack(scores)}
+
+
+def test_nms_iou_is_calibrated_on_validation_mAP():
+    """A digit found twice (the copy overlaps it by IoU 0.45) needs NMS below 0.45; two real objects that overlap
+    by 0.45 need it above. Ties go to the runtime's default."""
+    pytest.importorskip("pycocotools")
+    from edgecnn.runtime.detection import DEFAULTS
+    from edgecnn.train.detection_models import calibrate_nms_iou
+
+    section = {"stride": 8, "grid": [4, 4], "input_size": [32, 32], "score_threshold": 0.4}
+    one, copy = np.array([4, 4, 20, 20], np.float32), np.array([10, 4, 26, 20], np.float32)  # IoU 160 / 352
+    truth = [{"boxes": one[None], "labels": np.array([0])}, {"boxes": one[None], "labels": np.array([0])}]
+    twice = _nms_case([[(1, 1, 0, 0.9, one), (1, 2, 0, 0.8, copy)], [(1, 1, 0, 0.7, one)]])
+    iou, val = calibrate_nms_iou(twice, truth, ["a", "b", "c"], section)
+    assert iou == 0.4 and val["map50"] == pytest.approx(1.0)  # 0.3 and 0.4 both remove the copy: the higher wins
+
+    both = [{"boxes": np.stack([one, copy]), "labels": np.array([0, 0])}]
+    crowded = _nms_case([[(1, 1, 0, 0.9, one), (1, 2, 0, 0.8, copy)]])
+    iou, val = calibrate_nms_iou(crowded, both, ["a", "b", "c"], section)
+    assert iou == DEFAULTS["nms_iou"] and val["map50"] == pytest.approx(1.0)
