@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -96,6 +97,30 @@ def test_training_pipeline_draws_fresh_scenes_on_every_pass_after_the_first(scen
     for epoch, pixels in enumerate(passes):
         expected = fresh.x_train if epoch == 0 else fresh.resample_train(epoch)[0]
         np.testing.assert_allclose(pixels, expected / 255.0, atol=1e-6)
+
+
+def test_fresh_scenes_are_drawn_one_pass_ahead_and_never_beyond_the_last_epoch(scenes):
+    tf = pytest.importorskip("tensorflow")
+    from edgecnn.train.detection_models import _tf_dataset
+
+    fresh = load_dataset("digit-scenes", seed=3, fresh=True, **SMALL)
+    drawn = []
+
+    def resample(epoch):
+        drawn.append(epoch)
+        return fresh.resample_train(epoch)
+
+    ds = _tf_dataset(tf, fresh.x_train, fresh.y_train, 5, (16, 16), 8, 10, max_objects=5, resample=resample,
+                     epochs=3)
+    passes = [np.concatenate([x.numpy() for x, _ in ds])]
+    deadline = time.monotonic() + 30
+    while 1 not in drawn and time.monotonic() < deadline:  # pass 0 has started drawing pass 1 beside it
+        time.sleep(0.05)
+    assert drawn == [1]
+    passes += [np.concatenate([x.numpy() for x, _ in ds]) for _ in range(2)]
+    for epoch in (1, 2):
+        np.testing.assert_allclose(passes[epoch], fresh.resample_train(epoch)[0] / 255.0, atol=1e-6)
+    assert sorted(drawn) == [1, 2]  # epochs 1 and 2 once each; nothing for an epoch 3 that fit() never runs
 
 
 @pytest.mark.parametrize("distort", [False, True])

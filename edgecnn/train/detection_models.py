@@ -266,10 +266,38 @@ def detection_section(model, splits, score_threshold: float = DEFAULTS["score_th
     }
 
 
+class _AheadOfTime:
+    """``resample(epoch)`` for each pass, the next pass's drawn in a background thread while this one trains.
+
+    Drawing 4,000 scenes takes ~10 s of Python and Pillow: drawn between epochs, they stall the training loop;
+    drawn beside it, they overlap with it. ``resample`` is seeded by the epoch, so the scenes are the ones drawn in
+    line would be. Nothing is drawn beyond ``last_pass``.
+    """
+
+    def __init__(self, resample, last_pass: int | None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.resample, self.last_pass = resample, last_pass
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fresh-scenes")
+        self.pending = {}
+
+    def prefetch(self, epoch: int) -> None:
+        """Start drawing pass ``epoch`` (1 .. ``last_pass``) unless it is already being drawn."""
+        if 1 <= epoch and (self.last_pass is None or epoch <= self.last_pass) and epoch not in self.pending:
+            self.pending[epoch] = self.executor.submit(self.resample, epoch)
+
+    def __call__(self, epoch: int):
+        future = self.pending.pop(epoch, None)
+        drawn = future.result() if future is not None else self.resample(epoch)
+        self.prefetch(epoch + 1)
+        return drawn
+
+
 def _tf_dataset(tf, images, annotations, batch_size, grid, stride, num_classes, shuffle_seed=None, augment=False,
-                max_objects=None, resample=None):
+                max_objects=None, resample=None, epochs=None):
     """Batches of (pixels / 255, targets). With ``resample`` (a dataset's ``resample_train``), each pass over the
-    dataset - each epoch of ``fit`` - after the first draws new examples from it, made while the model trains."""
+    dataset - each epoch of ``fit`` - after the first draws new examples from it, the next pass's drawn while this
+    one trains (passes 1 .. ``epochs`` - 1 when given)."""
     boxes, labels = pad_annotations(annotations, max_objects)
     if resample is None:
         ds = tf.data.Dataset.from_tensor_slices((images, boxes, labels))
@@ -278,13 +306,15 @@ def _tf_dataset(tf, images, annotations, batch_size, grid, stride, num_classes, 
         ds = ds.batch(batch_size)
     else:
         passes = itertools.count()
+        draw = _AheadOfTime(resample, None if epochs is None else epochs - 1)
 
         def batches():
             epoch = next(passes)
             if epoch == 0:
                 x, b, lab = images, boxes, labels
+                draw.prefetch(1)
             else:
-                x, fresh = resample(epoch)
+                x, fresh = draw(epoch)
                 b, lab = pad_annotations(fresh, boxes.shape[1])
             for start in range(0, len(x), batch_size):
                 yield x[start:start + batch_size], b[start:start + batch_size], lab[start:start + batch_size]
@@ -326,7 +356,7 @@ def _train_detector(tf, keras, splits, model_name, out, epochs, seed, batch_size
                     loss_weights={"boxes": BOX_LOSS_WEIGHT, OBJECT_OUTPUT: 1.0, CLASS_OUTPUT: CLASS_LOSS_WEIGHT})
     train_ds = _tf_dataset(tf, splits.x_train, splits.y_train, batch_size, (rows, cols), stride, num_classes,
                            shuffle_seed=seed, augment=augment, max_objects=max_objects,
-                           resample=splits.resample_train)
+                           resample=splits.resample_train, epochs=epochs)
     val_ds = _tf_dataset(tf, splits.x_val, splits.y_val, 64, (rows, cols), stride, num_classes,
                          max_objects=max_objects)
     val_map = _validation_map_callback(keras, model, pixels_to_input(splits.x_val, prep), splits.y_val,
