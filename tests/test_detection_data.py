@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from edgecnn.errors import InputError
+from edgecnn.runtime.detection import iou_matrix
 from edgecnn.train import detection_datasets as dd
 from edgecnn.train.datasets import load_dataset
 
@@ -324,3 +325,47 @@ def test_nms_iou_is_calibrated_on_validation_mAP():
     crowded = _nms_case([[(1, 1, 0, 0.9, one), (1, 2, 0, 0.8, copy)]])
     iou, val = calibrate_nms_iou(crowded, both, ["a", "b", "c"], section)
     assert iou == DEFAULTS["nms_iou"] and val["map50"] == pytest.approx(1.0)
+
+
+def test_iou_aware_objectness_learns_the_iou_of_the_predicted_box():
+    """``-o objectness=iou``: at a positive cell the target is the IoU of the box the cell predicts (no gradient
+    into the box through it); background cells aim at 0; cells ignored by the centre target stay ignored."""
+    tf = pytest.importorskip("tensorflow")
+    from edgecnn.runtime.detection import DecodeSpec, decode
+    from edgecnn.train.detection_models import OBJECT_OUTPUT, encode_targets, make_losses, pad_annotations
+
+    stride, grid = 8, (8, 8)
+    truth = np.array([[8, 8, 40, 40]], np.float32)
+    boxes, labels = pad_annotations([{"boxes": truth, "labels": np.array([0])}])
+    target = encode_targets(tf, tf.constant(boxes), tf.constant(labels), grid, stride, 2)[OBJECT_OUTPUT]
+    positive = target.numpy()[0, ..., 0] > 0
+    assert positive.sum() == 4
+    raw = np.full((1, *grid, 4), np.log(np.expm1(1.5)), np.float32)  # every cell predicts a 24x24 box around it
+    loss = make_losses(tf, grid, stride, objectness="iou")[OBJECT_OUTPUT]
+    spec = DecodeSpec(stride=stride, grid=grid, input_size=(64, 64), score_threshold=0.0, nms_iou=1.0,
+                      max_detections=1000, pre_nms_top_k=1000)
+    ious = []
+    for row, col in np.argwhere(positive):
+        scores = np.zeros((*grid, 1), np.float32)
+        scores[row, col] = 1.0
+        box = decode(raw[0], scores, spec)[0]
+        ious.append(float(iou_matrix(box, truth)[0, 0]))
+    iou = np.zeros(grid, np.float32)
+    iou[positive] = ious
+    assert 0.3 < min(ious) < 0.9
+
+    def total(objectness):
+        y_pred = tf.constant(np.concatenate([objectness[None, ..., None], raw], axis=-1))
+        return float(loss(target, y_pred))
+
+    at_target = np.where(positive, iou, 1e-6).astype(np.float32)
+    assert total(at_target) == pytest.approx(0.0, abs=1e-4)
+    assert total(np.where(positive, 1.0 - 1e-6, 1e-6).astype(np.float32)) > 0.05  # "centre" would want 1 here
+    ignored = (target.numpy()[0, ..., 1] == 0)
+    assert ignored.any()
+    assert total(np.where(ignored, 0.9, at_target).astype(np.float32)) == pytest.approx(0.0, abs=1e-4)
+    y_pred = tf.Variable(np.concatenate([np.full((1, *grid, 1), 0.5, np.float32), raw], axis=-1))
+    with tf.GradientTape() as tape:
+        value = loss(target, y_pred)
+    gradient = tape.gradient(value, y_pred).numpy()
+    assert np.abs(gradient[..., 0]).max() > 0 and np.abs(gradient[..., 1:]).max() == 0

@@ -52,6 +52,8 @@ BACKBONE_LAYOUTS = {"fast": DETECTOR_BLOCKS, "mobilenet-s": MOBILENET_S_BLOCKS}
 BN_MOMENTUM = 0.9
 #: The two factors of ``scores``, trained separately (outputs of the training graph only).
 OBJECT_OUTPUT, CLASS_OUTPUT = "objectness", "class_probabilities"
+#: What the objectness factor learns (trainer option ``-o objectness=...``; see :func:`make_losses`).
+OBJECTNESS_TARGETS = ("centre", "iou")
 #: Output names, in the manifest's order.
 OUTPUT_NAMES = ("boxes", "scores")
 
@@ -143,8 +145,9 @@ def encode_targets(tf, boxes, labels, grid: tuple[int, int], stride: int, num_cl
     A cell is a *positive* of an object when its centre lies within the object's central region: half-extent
     ``max(CENTRE_FRACTION * size, stride / 2)`` around the box centre (so the cell holding the centre always is).
 
-    * ``objectness`` (B x H x W x 2): 1 at positives, and a loss weight: 0 (ignored) where a cell lies inside a box
-      without being one of its positives - neither clearly object nor clearly background -, else 1;
+    * ``objectness`` (B x H x W x 6): 1 at positives, and a loss weight: 0 (ignored) where a cell lies inside a box
+      without being one of its positives - neither clearly object nor clearly background -, else 1; then the pixel
+      box the cell is positive for, as in ``boxes`` (what IoU-aware objectness compares the predicted box with);
     * ``class_probabilities`` (B x H x W x C): at positives, the cell's *object weight* on the classes of the
       objects the cell is positive for (the loss normalises each row to a distribution and weighs the cell by it);
     * ``boxes`` (B x H x W x 5): the pixel box (x0, y0, x1, y1) of the smallest object the cell is positive for,
@@ -178,28 +181,35 @@ def encode_targets(tf, boxes, labels, grid: tuple[int, int], stride: int, num_cl
     box_target = tf.concat([target_boxes, cell_weight], axis=-1)
     is_object = tf.reduce_max(heat, axis=-1, keepdims=True)
     ignore_weight = 1.0 - tf.reduce_max(near, axis=-1, keepdims=True) * (1.0 - is_object)
-    return {"boxes": box_target, OBJECT_OUTPUT: tf.concat([is_object, ignore_weight], axis=-1),
+    return {"boxes": box_target, OBJECT_OUTPUT: tf.concat([is_object, ignore_weight, target_boxes], axis=-1),
             CLASS_OUTPUT: heat * cell_weight}
 
 
-def make_losses(tf, grid: tuple[int, int], stride: int) -> dict:
+def make_losses(tf, grid: tuple[int, int], stride: int, objectness: str = "centre") -> dict:
     """The training graph's losses, Keras functions of (y_true, y_pred) returning batch scalars.
 
     Box GIoU and class cross-entropy at the positive cells, each cell weighed by its object weight (see
     :func:`encode_targets`) and normalised by the batch's total weight - the number of objects -, so they average
-    over objects; objectness sigmoid focal loss (RetinaNet/FCOS) over all cells, normalised by the number of
-    positive cells. The softmax class factor gets the full, undamped gradient of a classifier: with per-class
+    over objects. The softmax class factor gets the full, undamped gradient of a classifier: with per-class
     sigmoid focal scores, digit identity was barely learnt.
+
+    Objectness, over all cells and normalised by the number of positive cells, is one of ``OBJECTNESS_TARGETS``:
+
+    * ``"centre"``: sigmoid focal loss (RetinaNet/FCOS) towards 1 at every positive cell;
+    * ``"iou"``: quality focal loss (GFL, Li et al. 2020) towards the IoU of the box the cell predicts with its
+      object's box (a constant target: no gradient flows into the box through it). The score then ranks a cell by
+      how well it boxes its object - a poorly-placed box from a cell near an object's edge no longer outscores, in
+      mAP's ranking, a well-placed one elsewhere. Its ``y_pred`` is the objectness and the 4 raw box channels.
     """
+    if objectness not in OBJECTNESS_TARGETS:
+        raise InputError(f"detector: objectness must be one of {', '.join(OBJECTNESS_TARGETS)}, got {objectness!r}")
     rows, cols = grid
     ys, xs = np.meshgrid((np.arange(rows) + 0.5) * stride, (np.arange(cols) + 0.5) * stride, indexing="ij")
     centres = tf.constant(np.stack([xs, ys, xs, ys], axis=-1)[None], tf.float32)  # 1 x H x W x 4
     signs = tf.constant([-1.0, -1.0, 1.0, 1.0])
 
-    def box_loss(y_true, y_pred):
-        weight = y_true[..., 4]
-        target = y_true[..., :4]
-        pred = centres + signs * tf.nn.softplus(y_pred) * stride
+    def iou_and_giou(raw, target):
+        pred = centres + signs * tf.nn.softplus(raw) * stride
         px0, py0, px1, py1 = tf.unstack(pred, axis=-1)
         tx0, ty0, tx1, ty1 = tf.unstack(target, axis=-1)
         inter = tf.nn.relu(tf.minimum(px1, tx1) - tf.maximum(px0, tx0)) * \
@@ -207,15 +217,26 @@ def make_losses(tf, grid: tuple[int, int], stride: int) -> dict:
         union = (px1 - px0) * (py1 - py0) + (tx1 - tx0) * (ty1 - ty0) - inter
         iou = inter / tf.maximum(union, 1e-6)
         hull = (tf.maximum(px1, tx1) - tf.minimum(px0, tx0)) * (tf.maximum(py1, ty1) - tf.minimum(py0, ty0))
-        giou = iou - (hull - union) / tf.maximum(hull, 1e-6)
+        return iou, iou - (hull - union) / tf.maximum(hull, 1e-6)
+
+    def box_loss(y_true, y_pred):
+        weight = y_true[..., 4]
+        _, giou = iou_and_giou(y_pred, y_true[..., :4])
         return tf.reduce_sum(weight * (1.0 - giou)) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
     def object_loss(y_true, y_pred):
-        target, weight = y_true[..., :1], y_true[..., 1:]
-        p = tf.clip_by_value(y_pred, 1e-6, 1.0 - 1e-6)
-        pos = -FOCAL_ALPHA * tf.square(1.0 - p) * tf.math.log(p) * target
-        neg = -(1.0 - FOCAL_ALPHA) * tf.square(p) * tf.math.log(1.0 - p) * (1.0 - target)
-        return tf.reduce_sum((pos + neg) * weight) / tf.maximum(tf.reduce_sum(target), 1.0)
+        positive, weight = y_true[..., :1], y_true[..., 1:2]
+        p = tf.clip_by_value(y_pred[..., :1], 1e-6, 1.0 - 1e-6)
+        if objectness == "iou":
+            iou, _ = iou_and_giou(tf.stop_gradient(y_pred[..., 1:5]), y_true[..., 2:6])
+            target = positive * iou[..., None]
+            cross_entropy = -(target * tf.math.log(p) + (1.0 - target) * tf.math.log(1.0 - p))
+            loss = tf.square(target - p) * cross_entropy
+        else:
+            pos = -FOCAL_ALPHA * tf.square(1.0 - p) * tf.math.log(p) * positive
+            neg = -(1.0 - FOCAL_ALPHA) * tf.square(p) * tf.math.log(1.0 - p) * (1.0 - positive)
+            loss = pos + neg
+        return tf.reduce_sum(loss * weight) / tf.maximum(tf.reduce_sum(positive), 1.0)
 
     def class_loss(y_true, y_pred):
         positive = tf.reduce_max(y_true, axis=-1)  # the cell's object weight
@@ -342,6 +363,8 @@ def _train_detector(tf, keras, splits, model_name, out, epochs, seed, batch_size
     prep = splits.preprocessing
     if abs(prep.get("scale", 1 / 255) - 1 / 255) > 1e-9 or prep.get("offset", 0.0):
         raise InputError("the detector trainer expects pixels / 255 preprocessing")
+    model_options = dict(model_options)
+    objectness = str(model_options.pop("objectness", "centre"))  # a trainer option, not the architecture's
     model = _build(model_name, splits, model_options)
     rows, cols = (int(d) for d in model.get_layer("scores").output.shape[1:3])
     stride = int(model.inputs[0].shape[1]) // rows
@@ -350,9 +373,13 @@ def _train_detector(tf, keras, splits, model_name, out, epochs, seed, batch_size
     steps = epochs * int(np.ceil(len(splits.x_train) / batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(steps, 1), alpha=0.02)
     # The training graph shares every layer with ``model`` but ends at the two factors of ``scores``.
-    trainer = keras.Model(model.inputs, {name: model.get_layer(name).output
-                                         for name in ("boxes", OBJECT_OUTPUT, CLASS_OUTPUT)})
-    trainer.compile(optimizer=keras.optimizers.Adam(schedule), loss=make_losses(tf, (rows, cols), stride),
+    outputs = {name: model.get_layer(name).output for name in ("boxes", OBJECT_OUTPUT, CLASS_OUTPUT)}
+    if objectness == "iou":  # the objectness loss needs the cell's predicted box
+        outputs[OBJECT_OUTPUT] = keras.layers.Concatenate(name="objectness_and_boxes")(
+            [outputs[OBJECT_OUTPUT], outputs["boxes"]])
+    losses = make_losses(tf, (rows, cols), stride, objectness)
+    trainer = keras.Model(model.inputs, outputs)
+    trainer.compile(optimizer=keras.optimizers.Adam(schedule), loss=losses,
                     loss_weights={"boxes": BOX_LOSS_WEIGHT, OBJECT_OUTPUT: 1.0, CLASS_OUTPUT: CLASS_LOSS_WEIGHT})
     train_ds = _tf_dataset(tf, splits.x_train, splits.y_train, batch_size, (rows, cols), stride, num_classes,
                            shuffle_seed=seed, augment=augment, max_objects=max_objects,
