@@ -5,8 +5,8 @@ blocks (shared, not copied; see ``DETECTOR_BLOCKS``) give features at strides 4,
 (1x1 laterals, nearest upsampling, one separable block per level) brings them to one grid of stride 8 (or 4); two
 heads of one separable block and a 1x1 conv each end the graph:
 
-* ``scores`` (sigmoid): N x H x W x classes, the probability that the cell lies at the centre of an object of
-  that class;
+* ``scores``: N x H x W x classes, objectness (sigmoid) x class probabilities (softmax): the probability that
+  an object of that class is centred at the cell;
 * ``boxes`` (linear): N x H x W x 4 raw (left, top, right, bottom) distances, decoded as ``softplus(raw) * stride``.
 
 They are two tensors because int8 quantization gives each tensor one scale: probabilities in 0..1 and distances of
@@ -14,8 +14,9 @@ several pixels would ruin each other's resolution in one. Decoding, threshold an
 live in :mod:`edgecnn.runtime.detection`, identical for every format.
 
 Training targets (FCOS-style centre sampling): the cells whose centres fall in an object's central region are its
-positives - class target 1, learnt with a sigmoid focal loss, and box distances learnt with a GIoU loss -; the rest
-of its box is ignored for its class, everything else is background. Several cells fire per object; NMS keeps one.
+positives - objectness 1 (or, with ``-o objectness=iou``, the IoU of the box the cell predicts), class
+cross-entropy and box GIoU, each object counted once -; the rest of its box is ignored by objectness, everything
+else is background. Several cells fire per object; NMS keeps one. The NMS IoU threshold is picked on validation.
 A first attempt with CenterNet's single-peak Gaussian targets reached only 0.23 mAP@0.5 in the CPU budget: one
 positive per object, and an ambiguous one for small digits at stride 4, learns too slowly.
 """
