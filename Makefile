@@ -58,7 +58,7 @@ bench: install
 export-detector: install
 	$(BIN)/edgecnn train --dataset digit-scenes --model detector --epochs 45 --batch-size 16 --lr 2e-3 --patience 45 \
 		--seed 0 -d train=4000 -d val=200 -d test=300 -d fresh=true -d distort=true -o stride=4 -o layout=mobilenet-s \
-		--out runs/digit-detector
+		-o alpha=1.25 -o objectness=iou --out runs/digit-detector
 	$(BIN)/edgecnn export runs/digit-detector/model.keras --out exported/digit-detector
 
 ## lint: ruff over the package and the tests
