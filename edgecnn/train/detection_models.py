@@ -84,7 +84,8 @@ def _conv_bn_relu(x, filters, layers, name):
 
 @register_model("detector", "object-detection",
                 "anchor-free single-shot detector (FCOS-style centre cells + box distances) on mobilenet-s blocks; "
-                "options: alpha (width), stride (8 or 4), head_width, layout (fast or mobilenet-s)")
+                "options: alpha (width), stride (8 or 4), head_width, layout (fast or mobilenet-s); trainer option: "
+                "objectness (centre or iou)")
 def detector(input_shape, num_classes, alpha: float = 1.0, stride: int = 8, head_width: int = 64,
              layout: str = "fast"):
     keras = _keras()
