@@ -39,25 +39,32 @@ def report(export):
     return evaluate(export)
 
 
+def objects_found(boxes, labels, truth_boxes, truth_labels) -> int:
+    """How many ground-truth objects (in order) a detection of the same label overlaps by IoU >= 0.5, each
+    detection used once. Boxes are (x0, y0, x1, y1) arrays; labels compare with ``==``."""
+    boxes, labels = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels)
+    unused = np.ones(len(boxes), bool)
+    for box, label in zip(np.asarray(truth_boxes, np.float32).reshape(-1, 4), truth_labels):
+        ious = iou_matrix(box[None], boxes)[0] * (labels == label) * unused
+        if ious.size and ious.max() >= 0.5:
+            unused[int(ious.argmax())] = False
+    return int((~unused).sum())
+
+
 def sample_recall(export, fmt: str) -> float:
     """Fraction of the sample scenes' ground-truth objects found by ``edgecnn``'s detector at its default
-    threshold: a detection of the same label with IoU >= 0.5, each detection used once."""
+    threshold (see :func:`objects_found`)."""
     truth = json.loads((export / "samples" / "ground_truth.json").read_text())
     names = {c["id"]: c["name"] for c in truth["categories"]}
     detector = edgecnn.load(export, format=fmt)
     found = total = 0
     for image in truth["images"]:
-        detections = list(detector.detect(export / "samples" / image["file_name"]).detections)
-        for annotation in (a for a in truth["annotations"] if a["image_id"] == image["id"]):
-            x, y, w, h = annotation["bbox"]
-            total += 1
-            same = [d for d in detections if d.label == names[annotation["category_id"]]]
-            if not same:
-                continue
-            ious = iou_matrix(np.array([[x, y, x + w, y + h]], np.float32), np.array([d.box for d in same]))[0]
-            if ious.max() >= 0.5:
-                found += 1
-                detections.remove(same[int(ious.argmax())])
+        detections = detector.detect(export / "samples" / image["file_name"]).detections
+        annotations = [a for a in truth["annotations"] if a["image_id"] == image["id"]]
+        truth_boxes = [(x, y, x + w, y + h) for x, y, w, h in (a["bbox"] for a in annotations)]
+        found += objects_found([d.box for d in detections], [d.label for d in detections], truth_boxes,
+                               [names[a["category_id"]] for a in annotations])
+        total += len(annotations)
     return found / total
 
 
@@ -96,16 +103,10 @@ def test_default_threshold_finds_ninety_percent_of_the_test_split_objects(export
     manifest = manifest_io.read(export)
     inputs, truth = heldout(manifest)
     boxes, scores = run_batched(edgecnn.load(export, format="tflite-int8"), inputs)[:2]
-    spec = DecodeSpec.from_section(manifest["detection"])
-    found = total = 0
-    for (kept, _, classes), annotation in zip(decode_batch(boxes, scores, spec), truth):
-        unused = np.ones(len(kept), bool)
-        for box, label in zip(np.asarray(annotation["boxes"], np.float32).reshape(-1, 4), annotation["labels"]):
-            total += 1
-            ious = iou_matrix(box[None], kept)[0] * (classes == label) * unused if len(kept) else np.zeros(0)
-            if len(ious) and ious.max() >= 0.5:
-                found += 1
-                unused[int(ious.argmax())] = False
+    predictions = decode_batch(boxes, scores, DecodeSpec.from_section(manifest["detection"]))
+    found = sum(objects_found(kept, classes, a["boxes"], a["labels"])
+                for (kept, _, classes), a in zip(predictions, truth))
+    total = sum(len(a["labels"]) for a in truth)
     assert total >= 800 and found / total >= 0.90, (found, total)
 
 
