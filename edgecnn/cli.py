@@ -50,15 +50,18 @@ def cli(ctx, debug):
               help="Model option, e.g. -o alpha=0.5 (repeatable).")
 @click.option("--data-option", "-d", "data_options", multiple=True, metavar="KEY=VALUE",
               help="Dataset option, e.g. -d size=64 (repeatable).")
+@click.option("--weights", type=click.Path(), metavar="MODEL.keras",
+              help="Start from this run's weights (same --model and -o): fine-tune, or train on with a new schedule.")
 @click.option("--out", required=True, help="Run folder to write.")
 def train(dataset, model_name, data, epochs, batch_size, patience, learning_rate, seed, no_augment, options,
-          data_options, out):
+          data_options, weights, out):
     """Train a model on a dataset; writes model.keras, history and confusion plots, metrics.json."""
     from .train.fit import train as run_training
 
     metrics = run_training(dataset, model_name, out, epochs=epochs, seed=seed, batch_size=batch_size,
                            patience=patience, learning_rate=learning_rate, augment=not no_augment, data=data,
-                           model_options=_key_values(options), dataset_options=_key_values(data_options))
+                           model_options=_key_values(options), dataset_options=_key_values(data_options),
+                           weights=weights)
     click.echo(json.dumps(metrics, indent=2))
     click.echo(f"wrote {out}/model.keras, history.png, confusion.png, metrics.json")
 

@@ -15,3 +15,32 @@ def test_mobilenet_s_validates_above_chance_within_a_few_epochs(tmp_path):
     metrics = train("digits", "mobilenet-s", tmp_path, epochs=4, seed=0, augment=False, patience=4,
                     model_options={"alpha": 0.5}, verbose=0)
     assert metrics["test_accuracy"] > 0.6
+
+
+def test_weights_start_a_run_from_an_earlier_one(tmp_path):
+    """``weights=`` loads the earlier run's model: with a learning rate too small to move anything, the second run
+    measures what the first did (a random start would be near chance), and run.json says where it started."""
+    import json
+
+    from edgecnn.train.fit import train
+
+    first = train("digits", "seed-cnn", tmp_path / "first", epochs=2, seed=0, augment=False, verbose=0)
+    assert first["test_accuracy"] > 0.5
+    second = train("digits", "seed-cnn", tmp_path / "second", epochs=1, seed=0, augment=False, verbose=0,
+                   learning_rate=1e-12, weights=tmp_path / "first" / "model.keras")
+    assert abs(second["test_accuracy"] - first["test_accuracy"]) < 0.01
+    run = json.loads((tmp_path / "second" / "run.json").read_text())
+    assert run["weights"] == str(tmp_path / "first" / "model.keras")
+
+
+def test_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
+    from edgecnn.errors import InputError
+    from edgecnn.train.fit import train
+
+    train("digits", "seed-cnn", tmp_path / "first", epochs=1, seed=0, augment=False, verbose=0)
+    with pytest.raises(InputError, match="does not fit model") as caught:
+        train("digits", "lenet5", tmp_path / "second", epochs=1, seed=0, verbose=0,
+              weights=tmp_path / "first" / "model.keras")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(InputError, match="no such file"):
+        train("digits", "seed-cnn", tmp_path / "third", epochs=1, seed=0, verbose=0, weights=tmp_path / "none.keras")

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import InputError
 from ..runtime.detection import BOX_ENCODING, DEFAULTS
 from .detection_metrics import METRIC_SCORE_THRESHOLD, map_of_outputs
-from .fit import register_trainer, save_history
+from .fit import register_trainer, save_history, start_from
 from .models import MOBILENET_S_BLOCKS, _keras, mobilenet_backbone, register_model, separable_block
 
 #: A cell is a positive of an object when its centre lies within this fraction of the object's size (or half a
@@ -359,7 +359,7 @@ def _tf_dataset(tf, images, annotations, batch_size, grid, stride, num_classes, 
 
 @register_trainer("object-detection")
 def _train_detector(tf, keras, splits, model_name, out, epochs, seed, batch_size, patience, learning_rate,
-                    augment, model_options, verbose):
+                    augment, model_options, verbose, weights=None):
     from ..runtime.image import pixels_to_input
 
     prep = splits.preprocessing
@@ -368,6 +368,7 @@ def _train_detector(tf, keras, splits, model_name, out, epochs, seed, batch_size
     model_options = dict(model_options)
     objectness = str(model_options.pop("objectness", "centre"))  # a trainer option, not the architecture's
     model = _build(model_name, splits, model_options)
+    start_from(model, weights)  # the training graph below shares its layers
     rows, cols = (int(d) for d in model.get_layer("scores").output.shape[1:3])
     stride = int(model.inputs[0].shape[1]) // rows
     num_classes = len(splits.labels)

@@ -41,11 +41,12 @@ def import_tensorflow():
 def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, seed: int = 0,
           batch_size: int = 32, patience: int = 8, learning_rate: float = 1e-3, augment: bool = True,
           data: str | None = None, model_options: dict | None = None, dataset_options: dict | None = None,
-          verbose: int | None = None) -> dict:
+          verbose: int | None = None, weights: str | os.PathLike | None = None) -> dict:
     """Train ``model`` on ``dataset`` and write the run folder ``out``; returns the metrics.
 
     Early stopping watches the validation loss and restores the best weights. The same seed gives the same split
-    and (on one machine) the same weights.
+    and (on one machine) the same weights. ``weights`` (a ``model.keras`` of the same architecture) starts from
+    trained weights instead of random ones: fine-tuning, or a second schedule after a first (see ``start_from``).
     """
     tf = import_tensorflow()
     import keras
@@ -65,16 +66,44 @@ def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, se
     out.mkdir(parents=True, exist_ok=True)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    if weights is not None and not Path(weights).is_file():
+        raise InputError(f"--weights {weights}: no such file; give the model.keras of an earlier run")
     trainer = TRAINERS[splits.task]
     metrics, run_info = trainer(tf=tf, keras=keras, splits=splits, model_name=model, out=out, epochs=epochs,
                                 seed=seed, batch_size=batch_size, patience=patience, learning_rate=learning_rate,
-                                augment=augment, model_options=model_options or {}, verbose=verbose)
+                                augment=augment, model_options=model_options or {}, verbose=verbose,
+                                weights=weights)
     run = {"task": splits.task, "model": model, "model_options": model_options or {}, "labels": splits.labels,
            "preprocessing": splits.preprocessing, "dataset": splits.describe(), "epochs": epochs,
-           "batch_size": batch_size, **run_info}
+           "batch_size": batch_size, "learning_rate": learning_rate, **run_info}
+    if weights is not None:
+        run["weights"] = str(weights)
     (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def start_from(model, weights) -> None:
+    """Load ``weights`` (a ``model.keras``) into the freshly built ``model``, if given; every trainer calls this.
+
+    Why: a run can go on from an earlier one with a new learning-rate schedule (a warm restart) without paying for
+    the first schedule again, and a user can fine-tune a model of ours on their own data. Keras only *warns* when
+    it skips part of a file that does not match; a half-loaded model would train on silently, so that is an error.
+    """
+    if weights is None:
+        return
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(str(weights))
+            problem = next((str(w.message) for w in caught if "Skipping" in str(w.message)), None)
+        except ValueError as exc:
+            problem = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    if problem:
+        raise InputError(f"--weights {weights} does not fit model {model.name!r} with these options "
+                         f"(train with the same --model and -o options as that run): {problem}")
 
 
 def image_augmenter(keras, seed: int):
@@ -143,7 +172,7 @@ def _pyplot():
 
 @register_trainer("image-classification")
 def _train_image_classifier(tf, keras, splits, model_name, out, epochs, seed, batch_size, patience,
-                            learning_rate, augment, model_options, verbose):
+                            learning_rate, augment, model_options, verbose, weights=None):
     from ..runtime.image import pixels_to_input
 
     prep = splits.preprocessing
@@ -151,6 +180,7 @@ def _train_image_classifier(tf, keras, splits, model_name, out, epochs, seed, ba
     from .models import create_model
 
     model = create_model(model_name, x_train.shape[1:], len(splits.labels), **model_options)
+    start_from(model, weights)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     train_ds = tf.data.Dataset.from_tensor_slices((x_train, splits.y_train)).shuffle(len(x_train), seed=seed)

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from ..runtime import text as text_rt
 from . import models as models_mod
-from .fit import fit_model, register_trainer, save_confusion, save_history
+from .fit import fit_model, register_trainer, save_confusion, save_history, start_from
 from .text_layers import TfIdfWeights
 from .text_reference import tfidf_reference
 
@@ -120,7 +120,7 @@ def _optimizer(keras, learning_rate: float, weight_decay: float, ema: float, ste
 
 @register_trainer("text-classification")
 def train_text_classifier(tf, keras, splits, model_name, out, epochs, seed, batch_size, patience, learning_rate,
-                          augment, model_options, verbose):
+                          augment, model_options, verbose, weights=None):
     """Adapt the vectorizer, fit the CNN on token ids, measure it and the TF-IDF line; ``augment`` does not apply.
 
     Model options read here: ``vocab_size`` (most frequent training words kept, default 8000, including the
@@ -157,6 +157,7 @@ def train_text_classifier(tf, keras, splits, model_name, out, epochs, seed, batc
         _init_embedding_with_lsa(model, x_train, len(vocabulary), seed)
     elif embedding_init != "random":
         raise InputError(f"embedding_init {embedding_init!r} is not known; use random or lsa")
+    start_from(model, weights)  # last: loaded weights replace every initialisation above
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
     model.compile(optimizer=_optimizer(keras, learning_rate, weight_decay, ema, steps_per_epoch),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
