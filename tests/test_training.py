@@ -44,3 +44,4 @@ def test_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
     assert "\n" not in str(caught.value)
     with pytest.raises(InputError, match="no such file"):
         train("digits", "seed-cnn", tmp_path / "third", epochs=1, seed=0, verbose=0, weights=tmp_path / "none.keras")
+    assert not (tmp_path / "third").exists()  # refused before any data is loaded or folder written

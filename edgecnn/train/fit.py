@@ -48,6 +48,8 @@ def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, se
     and (on one machine) the same weights. ``weights`` (a ``model.keras`` of the same architecture) starts from
     trained weights instead of random ones: fine-tuning, or a second schedule after a first (see ``start_from``).
     """
+    if weights is not None and not Path(weights).is_file():
+        raise InputError(f"--weights {weights}: no such file; give the model.keras of an earlier run")
     tf = import_tensorflow()
     import keras
 
@@ -66,8 +68,6 @@ def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, se
     out.mkdir(parents=True, exist_ok=True)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    if weights is not None and not Path(weights).is_file():
-        raise InputError(f"--weights {weights}: no such file; give the model.keras of an earlier run")
     trainer = TRAINERS[splits.task]
     metrics, run_info = trainer(tf=tf, keras=keras, splits=splits, model_name=model, out=out, epochs=epochs,
                                 seed=seed, batch_size=batch_size, patience=patience, learning_rate=learning_rate,
