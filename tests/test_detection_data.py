@@ -61,6 +61,20 @@ def test_only_training_scenes_are_distorted(scenes):
     assert not np.array_equal(distorted.x_train, scenes.x_train)
 
 
+def test_log_uniform_heights_draw_as_many_small_digits_as_large_ones_in_training_scenes_only(scenes):
+    balanced = load_dataset("digit-scenes", seed=3, heights="log-uniform", **SMALL)
+    np.testing.assert_array_equal(balanced.x_test, scenes.x_test)
+    np.testing.assert_array_equal(balanced.x_val, scenes.x_val)
+    assert not np.array_equal(balanced.x_train, scenes.x_train)
+    rng = np.random.default_rng(0)
+    for law, small_share in (("uniform", 12 / 37), ("log-uniform", 0.5)):
+        drawn = np.array([dd._draw_height(rng, 12, 48, law) for _ in range(20000)])
+        assert drawn.min() == 12 and drawn.max() == 48
+        assert abs(np.mean(drawn < 24) - small_share) < 0.02, law
+    with pytest.raises(InputError, match="heights must be one of"):
+        load_dataset("digit-scenes", seed=3, heights="gaussian", **SMALL)
+
+
 def test_train_scenes_use_train_digits_and_test_scenes_test_digits(scenes):
     _, _, train_idx, val_idx, test_idx = dd.digit_split_indices(3)
     used_train = np.concatenate([a["digit_ids"] for a in scenes.y_train])

@@ -43,8 +43,11 @@ def test_training_writes_map_metrics_and_the_detection_section(trained):
     for name in ("model.keras", "history.json", "metrics.json", "run.json"):
         assert (run / name).is_file(), name
     assert 0.0 <= metrics["test_map50"] <= 1.0 and 0.0 <= metrics["test_map"] <= metrics["test_map50"]
-    section = json.loads((run / "run.json").read_text())["detection"]
+    info = json.loads((run / "run.json").read_text())
+    section = info["detection"]
     assert section["stride"] * section["grid"][0] == section["input_size"][1] == 128
+    # Precise batch norm ran over every one of the 64 training scenes (4 batches of 16).
+    assert info["batch_norm"] == "precise: moving statistics = mean over 4 training batches"
     assert set(section["outputs"]) == {"boxes", "scores"}
 
 

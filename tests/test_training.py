@@ -45,3 +45,29 @@ def test_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         train("digits", "seed-cnn", tmp_path / "third", epochs=1, seed=0, verbose=0, weights=tmp_path / "none.keras")
     assert not (tmp_path / "third").exists()  # refused before any data is loaded or folder written
+
+
+def test_precise_batch_norm_sets_the_mean_of_the_batch_statistics():
+    """Moving statistics become the plain mean of each batch's statistics (not an exponential average that
+    favours the last batches), the layers' momentum is put back, and no weight changes."""
+    import keras
+    import numpy as np
+
+    from edgecnn.train.fit import precise_batch_norm
+
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Dense(2)(keras.layers.BatchNormalization(momentum=0.9, name="bn")(inputs))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    # Batches with very different means: an exponential average would land near the last one's.
+    x = np.concatenate([rng.normal(k * 10.0, 1.0 + k, (8, 3)) for k in range(5)]).astype(np.float32)
+    dense_before = model.layers[-1].get_weights()
+    used = precise_batch_norm(model, x, batch_size=8, batches=4)
+    assert used == 4
+    bn = model.get_layer("bn")
+    batches = x[:32].reshape(4, 8, 3)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), batches.mean(axis=1).mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batches.var(axis=1).mean(axis=0), rtol=1e-4)
+    assert bn.momentum == 0.9
+    for before, after in zip(dense_before, model.layers[-1].get_weights()):
+        np.testing.assert_array_equal(before, after)

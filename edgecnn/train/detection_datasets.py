@@ -99,9 +99,23 @@ def _ink_colour(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.full(3, 0.0 if under > 127 else 255.0, np.float32)
 
 
+#: How digit heights are drawn (dataset option ``heights``): "uniform" in pixels (the validation and test scenes,
+#: always), or "log-uniform" - as many digits of 12-24 px as of 24-48 px, where uniform draws twice as many large
+#: ones. For training scenes: the detector's misses are small digits read as another class, and small digits are a
+#: third of uniform scenes (size-balanced sampling, as detectors oversample small objects).
+HEIGHT_LAWS = ("uniform", "log-uniform")
+
+
+def _draw_height(rng: np.random.Generator, min_px: int, max_px: int, law: str) -> int:
+    if law == "log-uniform":
+        return int(min(max_px, np.floor(np.exp(rng.uniform(np.log(min_px), np.log(max_px + 1))))))
+    return int(rng.integers(min_px, max_px + 1))
+
+
 def make_scene(photos: list[np.ndarray], digits: np.ndarray, classes: np.ndarray, rng: np.random.Generator,
                size: int = 128, min_digits: int = 1, max_digits: int = 5, min_px: int = 12,
-               max_px: int = 48, ids: np.ndarray | None = None, distort: bool = False) -> tuple[np.ndarray, dict]:
+               max_px: int = 48, ids: np.ndarray | None = None, distort: bool = False,
+               heights: str = "uniform") -> tuple[np.ndarray, dict]:
     """One scene: a photograph crop with ``min_digits``..``max_digits`` digits drawn from ``digits`` pasted on it.
 
     Each digit is ``min_px``..``max_px`` pixels tall (width within 20 % of that), of a colour that stands out from
@@ -109,12 +123,13 @@ def make_scene(photos: list[np.ndarray], digits: np.ndarray, classes: np.ndarray
     the ink (opacity >= ``INK_THRESHOLD``), not to the pasted square. The annotation's ``digit_ids`` records
     which digits were used (``ids[pick]``, by default positions in ``digits``): the provenance tests check.
     ``distort`` shears, rotates and re-weights each digit (see :func:`_distort`): for training scenes.
+    ``heights`` is one of ``HEIGHT_LAWS``: how digit heights are drawn in ``min_px``..``max_px``.
     """
     canvas = _background(photos, size, rng)
     boxes, labels, used = [], [], []
     for _ in range(int(rng.integers(min_digits, max_digits + 1))):
         pick = int(rng.integers(len(digits)))
-        height = int(rng.integers(min_px, max_px + 1))
+        height = _draw_height(rng, min_px, max_px, heights)
         width = int(np.clip(round(height * rng.uniform(0.8, 1.2)), min_px, max_px))
         alpha = _digit_alpha(digits[pick], width, height)
         if distort:
@@ -175,31 +190,36 @@ def digit_split_indices(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 @register_dataset("digit-scenes", "object-detection",
                   "generated scenes: 1-5 real sklearn digits (12-48 px) pasted on crops of sklearn's sample "
                   "photographs; test scenes use test-split digits only (options: train, val, test, size, distort, "
-                  "fresh)")
+                  "fresh, heights)")
 def _load_digit_scenes(seed: int = 0, train: int = 6000, val: int = 500, test: int = 500, size: int = 128,
                        min_px: int = 12, max_px: int = 48, max_digits: int = 5, distort: bool = False,
-                       fresh: bool = False) -> Splits:
+                       fresh: bool = False, heights: str = "uniform") -> Splits:
     """``fresh=True`` gives the trainer ``train`` new training scenes every epoch (same digits, new backgrounds,
     sizes, colours, places - and shapes with ``distort``): ~1,250 training digits are few, and a detector that
-    sees the same 4,000 scenes every epoch learns them by heart. Validation and test scenes never change."""
+    sees the same 4,000 scenes every epoch learns them by heart. Validation and test scenes never change; like
+    ``distort``, ``heights`` (see ``HEIGHT_LAWS``) applies to training scenes only."""
     for name, value in (("train", train), ("val", val), ("test", test)):
         if int(value) < 1:
             raise InputError(f"digit-scenes: the {name} split needs at least 1 scene, got {value}")
     if not 8 <= min_px <= max_px <= size:
         raise InputError(f"digit-scenes: need 8 <= min_px <= max_px <= size, got {min_px}, {max_px}, {size}")
+    if heights not in HEIGHT_LAWS:
+        raise InputError(f"digit-scenes: heights must be one of {', '.join(HEIGHT_LAWS)}, got {heights!r}")
     images, classes, train_idx, val_idx, test_idx = digit_split_indices(seed)
     photos = sample_photographs()
     options = {"size": size, "min_px": min_px, "max_px": max_px, "max_digits": max_digits}
-    # Only training scenes are distorted: validation and test scenes show the digits as they are.
+    # Only training scenes are distorted or size-balanced: validation and test scenes show the digits as they are.
+    training = {"distort": bool(distort), "heights": heights}
+    evaluation = {"distort": False, "heights": "uniform"}
     parts = [make_scenes(int(n), images[idx], classes[idx], seed, stream, photos, ids=idx,
-                         distort=bool(distort) and stream == 0, **options)
+                         **(training if stream == 0 else evaluation), **options)
              for stream, (n, idx) in enumerate(((train, train_idx), (val, val_idx), (test, test_idx)))]
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = parts
 
     def resample_train(epoch: int) -> tuple[np.ndarray, list[dict]]:
         # Streams 0-2 are the fixed splits; epoch k >= 1 draws from its own stream, so runs stay reproducible.
         return make_scenes(int(train), images[train_idx], classes[train_idx], seed, 100 + int(epoch), photos,
-                           ids=train_idx, distort=bool(distort), **options)
+                           ids=train_idx, **training, **options)
 
     return Splits("digit-scenes", "object-detection", list(DIGIT_LABELS), x_train, y_train, x_val, y_val,
                   x_test, y_test, image_preprocessing(size, size, 3),

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import InputError
 from ..runtime.detection import BOX_ENCODING, DEFAULTS
 from .detection_metrics import METRIC_SCORE_THRESHOLD, map_of_outputs
-from .fit import register_trainer, save_history, start_from
+from .fit import PRECISE_BN_BATCHES, precise_batch_norm, register_trainer, save_history, start_from
 from .models import MOBILENET_S_BLOCKS, _keras, mobilenet_backbone, register_model, separable_block
 
 #: A cell is a positive of an object when its centre lies within this fraction of the object's size (or half a
@@ -396,6 +396,10 @@ def _train_detector(tf, keras, splits, model_name, out, epochs, seed, batch_size
     started = time.time()
     history = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[val_map, stop],
                           verbose=verbose, shuffle=False)  # the pipeline shuffles (see ``fit_model``)
+    # Population statistics for the weights early stopping kept, from un-augmented training scenes (see
+    # ``precise_batch_norm``): the moving averages trail the weights of the last steps.
+    bn_batches = precise_batch_norm(model, pixels_to_input(splits.x_train[:PRECISE_BN_BATCHES * batch_size], prep),
+                                    batch_size)
     train_seconds = time.time() - started
     # Save a fresh, uncompiled copy: the custom losses are for training only and must not be needed to load it.
     clean = _build(model_name, splits, model_options)
@@ -412,7 +416,8 @@ def _train_detector(tf, keras, splits, model_name, out, epochs, seed, batch_size
                "test_objects": int(sum(len(a["labels"]) for a in splits.y_test)),
                "epochs_run": len(history.epoch), "train_seconds": round(train_seconds, 1),
                "parameters": int(clean.count_params())}
-    return metrics, {"detection": section, "outputs": list(OUTPUT_NAMES)}
+    return metrics, {"detection": section, "outputs": list(OUTPUT_NAMES),
+                     "batch_norm": f"precise: moving statistics = mean over {bn_batches} training batches"}
 
 
 #: The NMS IoU thresholds :func:`calibrate_nms_iou` tries (the runtime's default among them).
