@@ -62,7 +62,7 @@ DETECTOR_RECIPE = --dataset digit-scenes --model detector --batch-size 16 --seed
 
 export-detector: install
 	$(BIN)/edgecnn train $(DETECTOR_RECIPE) --epochs 45 --lr 2e-3 --patience 45 --out runs/digit-detector-base
-	$(BIN)/edgecnn train $(DETECTOR_RECIPE) --epochs 20 --lr 5e-4 --patience 20 \
+	$(BIN)/edgecnn train $(DETECTOR_RECIPE) -d heights=log-uniform --epochs 20 --lr 5e-4 --patience 20 \
 		--weights runs/digit-detector-base/model.keras --out runs/digit-detector
 	$(BIN)/edgecnn export runs/digit-detector/model.keras --out exported/digit-detector
 

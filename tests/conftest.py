@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from edgecnn.runtime.detection import iou_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORTED = ROOT / "exported"
@@ -25,6 +28,18 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, stdin:
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     """stderr lines that are ours (LiteRT and TensorFlow print their own chatter from C++)."""
     return [line for line in result.stderr.splitlines() if line.startswith(("error:", "internal error:"))]
+
+
+def objects_found(boxes, labels, truth_boxes, truth_labels) -> int:
+    """How many ground-truth objects (in order) a detection of the same label overlaps by IoU >= 0.5, each
+    detection used once. Boxes are (x0, y0, x1, y1) arrays; labels compare with ``==``."""
+    boxes, labels = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels)
+    unused = np.ones(len(boxes), bool)
+    for box, label in zip(np.asarray(truth_boxes, np.float32).reshape(-1, 4), truth_labels):
+        ious = iou_matrix(box[None], boxes)[0] * (labels == label) * unused
+        if ious.size and ious.max() >= 0.5:
+            unused[int(ious.argmax())] = False
+    return int((~unused).sum())
 
 
 def reference_export(name: str, make_target: str) -> Path:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from .conftest import ROOT
+from .conftest import ROOT, objects_found
 
 pytestmark = pytest.mark.slow
 
 
-def test_runtime_only_venv_labels_the_image_and_text_samples(tmp_path, digits_export):
+def test_runtime_only_venv_labels_the_image_and_text_samples_and_boxes_the_digits(tmp_path, digits_export):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -38,3 +41,27 @@ def test_runtime_only_venv_labels_the_image_and_text_samples(tmp_path, digits_ex
                                  str(sample), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["predictions"][0]["label"] == sample.stem.rsplit("-", 1)[0]
+
+    # Issue 4: the detector's sample scenes, drawn with --save, and >= 90 % of their digits boxed with the right label.
+    detector_export = ROOT / "exported" / "digit-detector"
+    drawn = tmp_path / "drawn"
+    result = subprocess.run([str(venv / "bin" / "edgecnn"), "infer", str(detector_export / "samples"), "--model",
+                             str(detector_export), "--json", "--save", str(drawn)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    truth = json.loads((detector_export / "samples" / "ground_truth.json").read_text())
+    names = {c["id"]: c["name"] for c in truth["categories"]}
+    answers = {Path(line["input"]).name: line["detections"] for line in map(json.loads, result.stdout.splitlines())}
+    found = total = 0
+    for image in truth["images"]:
+        detections = answers[image["file_name"]]
+        objects = [a for a in truth["annotations"] if a["image_id"] == image["id"]]
+        found += objects_found([d["box"] for d in detections], [d["label"] for d in detections],
+                               [(x, y, x + w, y + h) for x, y, w, h in (a["bbox"] for a in objects)],
+                               [names[a["category_id"]] for a in objects])
+        total += len(objects)
+        with Image.open(drawn / image["file_name"]) as out, \
+                Image.open(detector_export / "samples" / image["file_name"]) as scene:
+            assert out.size == scene.size
+            assert (not detections) or np.any(np.asarray(out.convert("RGB")) != np.asarray(scene.convert("RGB")))
+    assert total >= 30 and found / total >= 0.90, (found, total)
