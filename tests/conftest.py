@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +41,18 @@ def objects_found(boxes, labels, truth_boxes, truth_labels) -> int:
         if ious.size and ious.max() >= 0.5:
             unused[int(ious.argmax())] = False
     return int((~unused).sum())
+
+
+def sample_truth(export: Path) -> list[tuple[str, list[tuple], list[str]]]:
+    """A detector export's ``samples/ground_truth.json`` (COCO) as (file name, x0/y0/x1/y1 boxes, labels) per scene."""
+    truth = json.loads((export / "samples" / "ground_truth.json").read_text())
+    names = {c["id"]: c["name"] for c in truth["categories"]}
+    scenes = []
+    for image in truth["images"]:
+        objects = [a for a in truth["annotations"] if a["image_id"] == image["id"]]
+        scenes.append((image["file_name"], [(x, y, x + w, y + h) for x, y, w, h in (a["bbox"] for a in objects)],
+                       [names[a["category_id"]] for a in objects]))
+    return scenes
 
 
 def reference_export(name: str, make_target: str) -> Path:

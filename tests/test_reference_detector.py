@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 import edgecnn
@@ -11,7 +9,7 @@ from edgecnn import manifest as manifest_io
 from edgecnn.evaluate import evaluate, heldout, run_batched
 from edgecnn.runtime.detection import DecodeSpec, decode_batch
 
-from .conftest import objects_found, reference_export
+from .conftest import objects_found, reference_export, sample_truth
 
 pytest.importorskip("pycocotools")  # mAP is pycocotools' (train extra)
 
@@ -37,17 +35,12 @@ def report(export):
 def sample_recall(export, fmt: str) -> float:
     """Fraction of the sample scenes' ground-truth objects found by ``edgecnn``'s detector at its default
     threshold (see :func:`objects_found`)."""
-    truth = json.loads((export / "samples" / "ground_truth.json").read_text())
-    names = {c["id"]: c["name"] for c in truth["categories"]}
     detector = edgecnn.load(export, format=fmt)
     found = total = 0
-    for image in truth["images"]:
-        detections = detector.detect(export / "samples" / image["file_name"]).detections
-        annotations = [a for a in truth["annotations"] if a["image_id"] == image["id"]]
-        truth_boxes = [(x, y, x + w, y + h) for x, y, w, h in (a["bbox"] for a in annotations)]
-        found += objects_found([d.box for d in detections], [d.label for d in detections], truth_boxes,
-                               [names[a["category_id"]] for a in annotations])
-        total += len(annotations)
+    for name, boxes, labels in sample_truth(export):
+        detections = detector.detect(export / "samples" / name).detections
+        found += objects_found([d.box for d in detections], [d.label for d in detections], boxes, labels)
+        total += len(labels)
     return found / total
 
 

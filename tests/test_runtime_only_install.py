@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import ROOT, objects_found
+from .conftest import ROOT, objects_found, sample_truth
 
 pytestmark = pytest.mark.slow
 
@@ -49,19 +49,13 @@ def test_runtime_only_venv_labels_the_image_and_text_samples_and_boxes_the_digit
                              str(detector_export), "--json", "--save", str(drawn)], cwd=ROOT, capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    truth = json.loads((detector_export / "samples" / "ground_truth.json").read_text())
-    names = {c["id"]: c["name"] for c in truth["categories"]}
     answers = {Path(line["input"]).name: line["detections"] for line in map(json.loads, result.stdout.splitlines())}
     found = total = 0
-    for image in truth["images"]:
-        detections = answers[image["file_name"]]
-        objects = [a for a in truth["annotations"] if a["image_id"] == image["id"]]
-        found += objects_found([d["box"] for d in detections], [d["label"] for d in detections],
-                               [(x, y, x + w, y + h) for x, y, w, h in (a["bbox"] for a in objects)],
-                               [names[a["category_id"]] for a in objects])
-        total += len(objects)
-        with Image.open(drawn / image["file_name"]) as out, \
-                Image.open(detector_export / "samples" / image["file_name"]) as scene:
+    for name, boxes, labels in sample_truth(detector_export):
+        detections = answers[name]
+        found += objects_found([d["box"] for d in detections], [d["label"] for d in detections], boxes, labels)
+        total += len(labels)
+        with Image.open(drawn / name) as out, Image.open(detector_export / "samples" / name) as scene:
             assert out.size == scene.size
             assert (not detections) or np.any(np.asarray(out.convert("RGB")) != np.asarray(scene.convert("RGB")))
     assert total >= 30 and found / total >= 0.90, (found, total)
