@@ -166,7 +166,7 @@ def _metric(manifest, fmt, inputs, targets, threads, notes) -> tuple[str | None,
     from .evaluate import SCORERS, measure
 
     if fmt == KERAS:
-        from .export.tasks import keras_outputs, load_keras_model
+        from .keras_io import keras_outputs, load_keras_model
 
         if manifest_io.sha256_of(manifest["source"]["model"]) != manifest["source"].get("sha256"):
             notes.append(f"keras: {manifest['source']['model']} is not the file this export was made from "
@@ -246,10 +246,9 @@ def _task_step(task) -> Callable:
 
 
 def _open_keras(folder: str, threads: int | None):
-    from .export.tasks import load_keras_model
+    from .keras_io import import_tensorflow, load_keras_model
     from .runtime.detection import DecodeSpec, decode_batch
     from .runtime.tasks import as_probabilities
-    from .train.fit import import_tensorflow
 
     tf = import_tensorflow()
     if threads:

@@ -119,7 +119,7 @@ def keras_reference(manifest: manifest_io.Manifest, inputs: np.ndarray) -> list[
         return None
     if manifest_io.sha256_of(source) != manifest["source"].get("sha256"):
         return None
-    from .export.tasks import keras_outputs, load_keras_model
+    from .keras_io import keras_outputs, load_keras_model
 
     return keras_outputs(load_keras_model(source), manifest, inputs)
 

@@ -61,7 +61,7 @@ def step(task):
 
 def keras_model(manifest):
     """The export's source model when its file is here, else the same registered architecture (same cost)."""
-    from edgecnn.export.tasks import load_keras_model
+    from edgecnn.keras_io import load_keras_model
 
     source = (manifest.get("source") or {}).get("model")
     if source and (ROOT / source).is_file():

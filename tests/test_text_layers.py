@@ -68,7 +68,7 @@ def test_counts_are_capped_so_a_frequent_word_weighs_more_than_once():
 
 
 def test_idf_is_smooth_idf_of_the_training_ids_and_survives_save_and_load(model_and_ids, tmp_path):
-    from edgecnn.export.tasks import load_keras_model
+    from edgecnn.keras_io import load_keras_model
 
     model, layer, ids = model_and_ids
     df = np.array([(ids == v).any(axis=1).sum() for v in range(VOCAB)])

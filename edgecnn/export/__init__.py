@@ -52,9 +52,9 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
         export_model("runs/digits-cnn/model.keras", "exported/digits-cnn")
     """
     from ..evaluate import measure
-    from ..train.fit import import_tensorflow
+    from ..keras_io import import_tensorflow, keras_outputs, load_keras_model
     from .onnx import export_onnx, onnx_metadata, quantize_onnx
-    from .tasks import adapter_for, keras_outputs, load_keras_model
+    from .tasks import adapter_for
     from .tflite import export_tflite, tensor_quantization
 
     say = progress or (lambda message: None)

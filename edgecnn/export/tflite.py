@@ -27,7 +27,7 @@ def export_tflite(serving_fn, model, path: Path, calibration: np.ndarray | None 
             keeping float ops).
         int8_io: make float inputs and outputs int8 as well (``inference_input_type``/``inference_output_type``).
     """
-    from ..train.fit import import_tensorflow
+    from ..keras_io import import_tensorflow
 
     tf = import_tensorflow()
     with tempfile.TemporaryDirectory() as scratch:

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, require
+from ..keras_io import import_tensorflow
 
 RUN_FILE = "run.json"
 TRAINERS: dict[str, Callable] = {}
@@ -27,15 +28,6 @@ def register_trainer(task: str):
         return fn
 
     return wrap
-
-
-def import_tensorflow():
-    """Import TensorFlow quietly (its C++ log spam is not for our users), or name the extra that brings it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    require("tensorflow", "train", "Training and export")
-    import tensorflow as tf
-
-    return tf
 
 
 def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, seed: int = 0,

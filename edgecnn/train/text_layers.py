@@ -1,7 +1,7 @@
 """Custom Keras layers of the text models, registered so ``model.keras`` files load without extra arguments.
 
 Only ops that ONNX and TFLite have (equal, cast, sum, minimum, gather, multiply, rsqrt) are used, so the exported
-graphs need no custom operators; :func:`edgecnn.export.tasks.load_keras_model` imports this module before loading a model.
+graphs need no custom operators; :func:`edgecnn.keras_io.load_keras_model` imports this module before loading a model.
 """
 
 from __future__ import annotations
