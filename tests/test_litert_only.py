@@ -188,6 +188,6 @@ def test_tflite_runtime_with_numpy_2_is_refused_with_advice(monkeypatch):
     monkeypatch.setattr(backends, "_version", lambda dist: "2.14.0")
     monkeypatch.setattr(backends.np, "__version__", "2.4.6")
     with pytest.raises(MissingDependencyError, match=r"pip install 'numpy<2'"):
-        backends._import_litert_interpreter()
+        backends.import_litert_interpreter()
     monkeypatch.setattr(backends.np, "__version__", "1.26.4")
-    assert backends._import_litert_interpreter() is fake.Interpreter
+    assert backends.import_litert_interpreter() is fake.Interpreter

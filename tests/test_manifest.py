@@ -11,8 +11,12 @@ from edgecnn.errors import ModelError
 
 
 def minimal(**changes) -> dict:
-    data = {"schema": 1, "task": "image-classification", "input": {"name": "image"},
-            "preprocessing": {"type": "image"}, "files": {"onnx": {"path": "model.onnx"}}}
+    """The smallest manifest an image classifier can run from (every field the runtime reads, no more)."""
+    data = {"schema": 1, "task": "image-classification", "labels": ["a", "b"],
+            "input": {"name": "image", "shape": [None, 8, 8, 1], "dtype": "float32"},
+            "outputs": [{"name": "probabilities"}],
+            "preprocessing": {"width": 8, "height": 8, "color_mode": "L"},
+            "files": {"onnx": {"path": "model.onnx"}}}
     data.update(changes)
     return data
 

@@ -20,21 +20,29 @@ What TensorFlow does, measured against keras 3 / tensorflow 2.21 and proved toke
 Working on UTF-8 bytes keeps every step in C (``bytes.lower``, ``bytes.translate``, ``bytes.split``, one dict
 lookup per token). A long text is tokenized from a growing prefix until more than ``sequence_length`` tokens are
 seen, so a 10 MB document costs about as much as a short one.
+
+Reading the inputs of ``edgecnn infer`` (:class:`TextFile`, :func:`read_text`, :func:`iter_lines`) follows the same
+idea: a file is read only until its first ``sequence_length`` tokens are complete, never past
+:data:`MAX_TEXT_BYTES`; ``--lines`` is decoded line by line, so one bad byte costs one line; a file that is not
+text (an image, UTF-16, NUL bytes) is called what it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import string
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
+from typing import BinaryIO, Optional, Union
 
 import numpy as np
 
 from ..errors import InputError, ModelError
+from ..manifest import MANIFEST_NAME, MAX_SEQUENCE_LENGTH, Fields, describe_value
 
 PAD_ID = 0
 OOV_ID = 1
@@ -100,14 +108,22 @@ class Tokenizer:
                              f"expected one of {', '.join(map(str, STANDARDIZE_MODES))}")
         if split not in SPLIT_MODES:
             raise ModelError(f"text split {split!r} is not supported; expected 'whitespace'")
-        if not isinstance(sequence_length, int) or sequence_length < 1:
-            raise ModelError(f"text sequence length {sequence_length!r} must be a positive integer; re-export")
+        if (not isinstance(sequence_length, int) or isinstance(sequence_length, bool)
+                or not 1 <= sequence_length <= MAX_SEQUENCE_LENGTH):
+            raise ModelError(f"text sequence length {describe_value(sequence_length)} must be a whole number from 1 "
+                             f"to {MAX_SEQUENCE_LENGTH:,}; re-export the model")
         if (pad_id, oov_id) != (PAD_ID, OOV_ID):
             raise ModelError(f"pad id {pad_id} / OOV id {oov_id} differ from Keras' 0 / 1; re-export the model")
+        if isinstance(vocabulary, (str, bytes)):
+            raise ModelError("the text vocabulary must be a list of tokens, not one string; re-export the model")
         vocabulary = list(vocabulary)
         if len(vocabulary) < 2 or vocabulary[PAD_ID] != "" or vocabulary[OOV_ID] != OOV_TOKEN:
             raise ModelError("the text vocabulary must start with '' (padding) and '[UNK]' as "
                              "TextVectorization.get_vocabulary() returns it; re-export the model")
+        wrong = next((i for i, token in enumerate(vocabulary) if not isinstance(token, str)), None)
+        if wrong is not None:
+            raise ModelError(f"the text vocabulary must hold only strings, but token {wrong} is a "
+                             f"{type(vocabulary[wrong]).__name__}; re-export the model")
         self.vocabulary = vocabulary
         self.sequence_length = sequence_length
         self.standardize = standardize
@@ -118,15 +134,28 @@ class Tokenizer:
             self._ids.setdefault(token.encode("utf-8", "surrogatepass"), index)
 
     @classmethod
-    def from_manifest_section(cls, section: dict, vocabulary: Sequence[str] | None = None) -> Tokenizer:
-        """A tokenizer from the manifest's ``text`` section (``vocabulary`` given when it lives in its own file)."""
+    def from_manifest_section(cls, section: dict, vocabulary: Sequence[str] | None = None,
+                              where: str | os.PathLike = MANIFEST_NAME) -> Tokenizer:
+        """A tokenizer from the manifest's ``text`` section (``vocabulary`` given when it lives in its own file).
+
+        Every field is checked (``where`` names the file in errors): a sequence length of 1e12 or "736", a
+        vocabulary that is not a list of strings, an unknown standardization are one-line ModelErrors.
+        """
+        fields = Fields(section, where, "text")
+        if vocabulary is None and not isinstance(section.get("vocabulary"), list):
+            raise fields.error("vocabulary", "the list of tokens (or a vocabulary_file)")
+        standardize = section.get("standardize", "lower_and_strip_punctuation")
+        if standardize not in STANDARDIZE_MODES:  # checked here too, to name the file
+            raise fields.error("standardize", f"one of {', '.join(map(str, STANDARDIZE_MODES))} or null")
         try:
             return cls(vocabulary if vocabulary is not None else section["vocabulary"],
-                       int(section["sequence_length"]), section.get("standardize", "lower_and_strip_punctuation"),
-                       section.get("split", "whitespace"), int(section.get("pad_id", PAD_ID)),
-                       int(section.get("oov_id", OOV_ID)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"the manifest's text section is incomplete or malformed ({exc!r}); re-export") from None
+                       fields.integer("sequence_length", 1, MAX_SEQUENCE_LENGTH), standardize,
+                       fields.string("split", SPLIT_MODES, default="whitespace"),
+                       fields.integer("pad_id", 0, default=PAD_ID), fields.integer("oov_id", 0, default=OOV_ID))
+        except ModelError as exc:  # the constructor's own checks (vocabulary) do not know the file: name it
+            if str(exc).startswith(str(where)):
+                raise
+            raise ModelError(f"{where}: {exc}") from None
 
     def __len__(self) -> int:
         return len(self.vocabulary)
@@ -172,9 +201,119 @@ class Tokenizer:
         return text
 
 
+#: The most bytes read from one text file or one line (``/dev/zero``, a 2 GiB log): far more than any model's
+#: ``sequence_length`` tokens need, unless the text is mostly whitespace or punctuation.
+MAX_TEXT_BYTES = 8 * 2**20
+#: The first read from a file; each later read doubles, so decoding the growing prefix costs O(size) in all.
+_FIRST_READ = 64 * 1024
+#: How much of a file's start is sniffed for NUL bytes, as git does to tell binary from text.
+_SNIFF_BYTES = 8000
+_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF87a", "a GIF image"),
+                (b"GIF89a", "a GIF image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"))
+
+
+def binary_kind(head: bytes) -> str | None:
+    """What a file starting with ``head`` is, when it is not UTF-8 text ("a PNG image", ...); None for text."""
+    for magic, kind in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "a WebP image"
+    if head.startswith(b"BM") and b"\x00" in head[:14]:
+        return "a BMP image"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text"
+    if b"\x00" in head[:_SNIFF_BYTES]:
+        return "binary data: it holds NUL bytes"
+    return None
+
+
+def not_text_error(name: str, kind: str) -> InputError:
+    """The one-line error for a file that :func:`binary_kind` says is not UTF-8 text."""
+    if kind == "UTF-16 text":
+        return InputError(f"{name} is UTF-16 text, not UTF-8; convert it first: iconv -f utf-16 -t utf-8")
+    if kind.endswith("image"):
+        return InputError(f"{name} is not a text file (looks like {kind}); pass images as positional inputs to an "
+                          "image model")
+    return InputError(f"{name} is not a text file ({kind}); pass a UTF-8 text file")
+
+
+def enough_for(tokenizer: Tokenizer) -> Callable[[str], bool]:
+    """A test for :func:`read_text`: does a text already hold more tokens than ``tokenizer`` feeds the model?
+
+    More than ``sequence_length`` tokens means the first ``sequence_length`` are complete (whitespace follows the
+    last one), so whatever comes after cannot change the model's input.
+    """
+    return lambda text: tokenizer.encode_with_count(text)[1] > tokenizer.sequence_length
+
+
+@dataclass(frozen=True)
+class TextRead:
+    """A text read by :func:`read_text`; ``cut_at`` is set when the byte cap, not the text's end, stopped it."""
+
+    text: str
+    cut_at: int | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        """What a result should say about the reading (nothing, unless the cap cut the text short)."""
+        if self.cut_at is None:
+            return []
+        return [f"read limit: only the first {self.cut_at // 2**20} MiB were read; the rest was not looked at"]
+
+
+def read_text(handle: BinaryIO, name: str, enough: Callable[[str], bool] | None = None,
+              max_bytes: int = MAX_TEXT_BYTES) -> TextRead:
+    """Read UTF-8 text from ``handle`` until its end, until ``enough(text)`` holds, or ``max_bytes``.
+
+    Reads only what the model can use: ``enough`` (see :func:`enough_for`) stops reading once the first
+    ``sequence_length`` tokens are complete, and ``max_bytes`` bounds a file that never gets there (``/dev/zero``,
+    megabytes of spaces). A binary file (an image, UTF-16, NUL bytes) or a byte that is not UTF-8 is an InputError
+    naming ``name``. A multi-byte character cut by a read boundary is never mistaken for an encoding error.
+    """
+    data = bytearray()
+    size = _FIRST_READ
+    while True:
+        block = handle.read(min(size, max_bytes - len(data)))
+        if not data:
+            kind = binary_kind(block[:_SNIFF_BYTES])
+            if kind:
+                raise not_text_error(name, kind)
+        data += block
+        if not block:
+            return TextRead(_decode(data, name, final=True))
+        text = _decode(data, name, final=False)
+        if enough is not None and enough(text):
+            return TextRead(text)
+        if len(data) >= max_bytes:
+            if handle.read(1):
+                return TextRead(text, cut_at=len(data))
+            return TextRead(_decode(data, name, final=True))
+        size *= 2
+
+
+def _utf8(data: bytes | bytearray, final: bool = True) -> str:
+    """UTF-8, a leading BOM dropped; unless ``final``, a character cut at the end is left for the next read."""
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if final or exc.end < len(data) or exc.reason != "unexpected end of data":
+            raise
+        text = bytes(data[:exc.start]).decode("utf-8")
+    return text.removeprefix("\ufeff")
+
+
+def _decode(data: bytes | bytearray, name: str, final: bool = True) -> str:
+    try:
+        return _utf8(data, final)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name} is not UTF-8 text (invalid byte at offset {exc.start}); convert it first, "
+                         "e.g. iconv -f latin1 -t utf-8") from None
+
+
 @dataclass(frozen=True)
 class TextFile:
-    """A text file given by path, read (once, whole, as UTF-8) only when it is classified.
+    """A text file given by path, read as UTF-8 only when it is classified, and only as far as needed.
 
     Reading late lets ``edgecnn infer`` report a bad file on its own line while every other input still gets its
     result.
@@ -182,57 +321,117 @@ class TextFile:
 
     path: str
 
-    def read(self) -> str:
-        return decode_utf8(self.read_bytes(), self.path)
+    def read(self, enough: Callable[[str], bool] | None = None, max_bytes: int = MAX_TEXT_BYTES) -> str:
+        """The text (see :meth:`read_capped` for what was left unread)."""
+        return self.read_capped(enough, max_bytes).text
 
-    def read_bytes(self) -> bytes:
-        path = Path(self.path)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise InputError(f"{path} is a folder; pass a text file, or the folder as a positional input") from None
-        except OSError as exc:
-            raise InputError(f"{path} cannot be read ({exc.strerror})") from None
+    def read_capped(self, enough: Callable[[str], bool] | None = None,
+                    max_bytes: int = MAX_TEXT_BYTES) -> TextRead:
+        """The text up to its end, ``enough``, or ``max_bytes`` (see :func:`read_text`)."""
+        with _open_text(self.path) as handle:
+            return read_text(handle, self.path, enough, max_bytes)
+
+
+@contextlib.contextmanager
+def _open_text(path: str) -> Iterator[BinaryIO]:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder; pass a text file, or the folder as a positional input") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    with handle:
+        yield handle
 
 
 def decode_utf8(data: bytes, name: str) -> str:
     """UTF-8 (a BOM is dropped) or an InputError naming ``name`` and the first bad byte."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{name} is not UTF-8 text (invalid byte at offset {exc.start}); convert it first, "
-                         "e.g. iconv -f latin1 -t utf-8") from None
+    return _decode(data, name)
+
+
+TextItem = tuple[Optional[str], Union[str, TextFile, InputError]]
 
 
 def read_text_inputs(inputs: Sequence[str] = (), texts: Sequence[str] = (), text_files: Sequence[str] = (),
-                     lines_file: str | None = None) -> list[tuple[str | None, str | TextFile]]:
-    """``(name, text)`` pairs for ``edgecnn infer`` on a text model, in the order given.
+                     lines_file: str | None = None) -> Iterator[TextItem]:
+    """``(name, text)`` pairs for ``edgecnn infer`` on a text model, in the order given, one at a time.
 
     ``texts`` are documents themselves (name None: the output shows the text); ``text_files`` and positional
     ``inputs`` are files, each one whole document (a folder means its ``.txt`` files), read lazily as
-    :class:`TextFile`; ``lines_file`` holds one document per line (``-`` reads standard input) and must be UTF-8.
+    :class:`TextFile`; ``lines_file`` holds one document per line (``-`` reads standard input), read as the
+    documents are classified. An input that cannot be used comes as ``(name, InputError)``, so the caller reports it
+    on its own line and goes on with the others.
     """
-    items: list[tuple[str | None, str | TextFile]] = [(None, text) for text in texts]
+    if not (inputs or texts or text_files or lines_file):
+        raise InputError("no text given; use --text TEXT, --text-file FILE, --lines FILE (- for stdin) or "
+                         "text files as arguments")
+    return _text_items(inputs, texts, text_files, lines_file)
+
+
+def _text_items(inputs, texts, text_files, lines_file) -> Iterator[TextItem]:
+    yield from ((None, text) for text in texts)
     for path in list(text_files) + list(inputs):
         if os.path.isdir(path):
             found = sorted(p for p in Path(path).iterdir() if p.suffix.lower() == ".txt" and p.is_file())
             if not found:
-                raise InputError(f"{path}: the folder holds no .txt files")
-            items.extend((str(p), TextFile(str(p))) for p in found)
+                yield str(path), InputError(f"{path}: the folder holds no .txt files")
+            yield from ((str(p), TextFile(str(p))) for p in found)
         else:
-            items.append((str(path), TextFile(str(path))))
+            yield str(path), TextFile(str(path))
     if lines_file:
-        if lines_file == "-":
-            data, name = sys.stdin.buffer.read(), "standard input"
-        else:
-            data, name = TextFile(lines_file).read_bytes(), lines_file
-        items.extend((None, line.rstrip("\r")) for line in decode_utf8(data, name).split("\n") if line.strip())
-    if not items:
-        raise InputError("no text given; use --text TEXT, --text-file FILE, --lines FILE (- for stdin) or "
-                         "text files as arguments")
-    return items
+        yield from iter_lines(lines_file)
 
 
-__all__ = ["OOV_ID", "OOV_TOKEN", "PAD_ID", "PUNCTUATION", "TextFile", "Tokenizer", "decode_utf8", "read_text_inputs", "split", "standardize"]
+def iter_lines(lines_file: str, max_bytes: int = MAX_TEXT_BYTES) -> Iterator[TextItem]:
+    """One ``(None, line)`` per non-blank line of ``lines_file`` (``-``: standard input), read as they are used.
+
+    Each line is decoded on its own: a line that is not UTF-8 comes as ``(name, InputError)`` naming its number,
+    and every other line is still classified. A line longer than ``max_bytes`` is classified from its start (the
+    model reads only its first tokens) and the rest of it skipped. A file that is not text at all (an image, NUL
+    bytes in its first line) is one error.
+    """
+    if lines_file == "-":
+        yield from _lines(sys.stdin.buffer, "standard input", max_bytes)
+        return
+    try:
+        with _open_text(lines_file) as handle:
+            yield from _lines(handle, lines_file, max_bytes)
+    except InputError as exc:  # the file cannot be opened
+        yield lines_file, exc
+
+
+def _lines(handle: BinaryIO, name: str, max_bytes: int) -> Iterator[TextItem]:
+    # Sniff the head without consuming it (a pipe cannot seek back): a PNG's first "line" is only 6 bytes long.
+    head = handle.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if hasattr(handle, "peek") else b""
+    kind = binary_kind(head)
+    if kind:
+        yield name, not_text_error(name, kind)
+        return
+    for number, raw in enumerate(iter(lambda: handle.readline(max_bytes), b""), start=1):
+        complete = len(raw) < max_bytes or raw.endswith(b"\n")
+        if not complete:
+            _skip_line(handle, max_bytes)
+        try:
+            line = _utf8(raw.rstrip(b"\r\n"), final=complete)
+        except UnicodeDecodeError as exc:
+            yield (f"{name}, line {number}",
+                   InputError(f"{name}, line {number} is not UTF-8 text (invalid byte at offset {exc.start} of the "
+                              "line); convert the file first, e.g. iconv -f latin1 -t utf-8"))
+            continue
+        if line.strip():
+            yield None, line
+
+
+def _skip_line(handle: BinaryIO, max_bytes: int) -> None:
+    """Read past the end of an overlong line, ``max_bytes`` at a time."""
+    while True:
+        rest = handle.readline(max_bytes)
+        if not rest or rest.endswith(b"\n"):
+            return
+
+
+__all__ = ["MAX_TEXT_BYTES", "OOV_ID", "OOV_TOKEN", "PAD_ID", "PUNCTUATION", "TextFile", "TextRead", "Tokenizer",
+           "binary_kind", "decode_utf8", "enough_for", "iter_lines", "read_text", "read_text_inputs", "split",
+           "standardize"]
