@@ -137,3 +137,31 @@ def test_export_of_a_model_with_a_lambda_layer(tmp_path):
     result = run_cli("export", str(tmp_path / "lambda.keras"), "--out", str(tmp_path / "out"), "--calibration",
                      "digits")
     assert_one_line_exit_2(result, "Lambda")
+
+
+# --- Issue 14: options that do not apply to the model's task are refused, not silently ignored.
+
+@pytest.mark.parametrize("option", [["--threshold", "0.4"], ["--save", "out.png"]], ids=["threshold", "save"])
+def test_detection_options_on_a_classifier_are_refused(digits_export, tmp_path, option):
+    sample = next((digits_export / "samples").glob("*.png"))
+    result = run_cli("infer", str(sample), "--model", str(digits_export), *option, cwd=tmp_path)
+    assert_one_line_exit_2(result, option[0], "object-detection", "image-classification")
+    assert result.stdout == "" and not (tmp_path / "out.png").exists()
+
+
+def test_top_k_on_a_detector_is_refused_only_when_given(tmp_path):
+    from .conftest import reference_export
+
+    detector = reference_export("digit-detector", "export-detector")
+    scene = next((detector / "samples").glob("scene-*.png"))
+    assert_one_line_exit_2(run_cli("infer", str(scene), "--model", str(detector), "--top-k", "3"),
+                           "--top-k", "classification", "object-detection")
+    default = run_cli("infer", str(scene), "--model", str(detector), "--json")
+    assert default.returncode == 0, default.stderr
+    assert "detections" in json.loads(default.stdout)
+
+
+def test_settle_without_watch_is_refused(digits_export):
+    sample = next((digits_export / "samples").glob("*.png"))
+    assert_one_line_exit_2(run_cli("infer", str(sample), "--model", str(digits_export), "--settle", "2"),
+                           "--settle", "--watch")

@@ -166,3 +166,103 @@ def test_text_inference_loads_no_training_module(bbc_export):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     modules = set(json.loads(out.stdout.splitlines()[-1]))
     assert not modules & {"tensorflow", "keras", "tf2onnx", "onnx", "sklearn", "matplotlib"}
+
+
+# --- Issue 14: every line and file is read on its own, only as far as the model can use, and a binary file is
+# called what it is.
+
+def test_one_invalid_byte_costs_only_its_own_line(bbc_export):
+    lines = [f"Shares in bank number {i} fell after its profit forecast was cut".encode() for i in range(40)]
+    lines[16] = b"Caf\xe9 prices rose again in Paris"
+    result = subprocess.run([sys.executable, "-m", "edgecnn.cli", "infer", "--model", str(bbc_export), "--lines",
+                             "-", "--json"], input=b"\n".join(lines) + b"\n", capture_output=True, timeout=300,
+                            check=False)
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 2, stderr
+    outputs = [json.loads(line) for line in stdout.splitlines()]
+    assert [o["input"] for o in outputs] == [line.decode() for i, line in enumerate(lines) if i != 16]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "line 17" in errors[0] and "UTF-8" in errors[0], stderr
+
+
+def test_text_file_from_dev_zero_is_refused_at_once(bbc_export):
+    result = run_cli("infer", "--model", str(bbc_export), "--text-file", "/dev/zero", timeout=60)
+    assert_one_line_exit_2(result, "/dev/zero", "not a text file")
+
+
+def test_lines_from_dev_zero_are_refused_at_once(bbc_export):
+    result = run_cli("infer", "--model", str(bbc_export), "--lines", "/dev/zero", timeout=60)
+    assert_one_line_exit_2(result, "/dev/zero", "not a text file")
+
+
+@pytest.mark.parametrize("option", ["--text-file", "--lines", None])
+def test_png_given_as_text_says_it_is_an_image(bbc_export, digits_export, option):
+    png = str(next((digits_export / "samples").glob("*.png")))
+    args = [option, png] if option else [png]
+    line = assert_one_line_exit_2(run_cli("infer", "--model", str(bbc_export), *args), png,
+                                  "not a text file (looks like a PNG image)", "positional inputs to an image model")
+    assert "iconv" not in line
+
+
+def test_utf16_text_file_is_named_as_such(bbc_export, tmp_path):
+    path = tmp_path / "notepad.txt"
+    path.write_text("Shares fell sharply", encoding="utf-16")
+    assert_one_line_exit_2(run_cli("infer", "--model", str(bbc_export), "--text-file", str(path)), "UTF-16",
+                           "iconv -f utf-16")
+
+
+class _Endless:
+    """A file that never ends (a FIFO, a device): ``read`` always returns ``size`` bytes of ``unit``."""
+
+    def __init__(self, unit: bytes):
+        self.unit, self.given = unit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        assert size > 0, "an unbounded read of an endless file"
+        data = (self.unit * (size // len(self.unit) + 1))[:size]
+        self.given += len(data)
+        return data
+
+
+def test_reading_stops_once_the_model_has_its_tokens(bbc_export):
+    from edgecnn.runtime.text import enough_for, read_text
+
+    tokenizer = edgecnn.load(bbc_export).tokenizer
+    endless = _Endless(b"shares fell ")
+    read = read_text(endless, "endless", enough=enough_for(tokenizer))
+    assert endless.given < 1_000_000 and read.notes == []
+    ids, count = tokenizer.encode_with_count(read.text)
+    assert count > tokenizer.sequence_length and ids == tokenizer.encode_with_count("shares fell " * 10_000)[0]
+
+
+def test_reading_stops_at_the_byte_cap_and_says_so(bbc_export):
+    from edgecnn.runtime.text import MAX_TEXT_BYTES, enough_for, read_text
+
+    tokenizer = edgecnn.load(bbc_export).tokenizer
+    endless = _Endless(b" ")
+    read = read_text(endless, "endless", enough=enough_for(tokenizer))
+    assert MAX_TEXT_BYTES <= endless.given <= MAX_TEXT_BYTES + 1
+    assert len(read.notes) == 1 and f"{MAX_TEXT_BYTES // 2**20} MiB" in read.notes[0]
+
+
+def test_cap_note_reaches_the_cli_result(bbc_export, tmp_path):
+    from edgecnn.runtime.text import MAX_TEXT_BYTES
+
+    path = tmp_path / "spaces.txt"
+    path.write_bytes(b"The striker scored twice." + b" " * MAX_TEXT_BYTES + b"election")
+    result = run_cli("infer", "--model", str(bbc_export), "--text-file", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    (line,) = _json_lines(result)
+    assert any("MiB" in note for note in line["notes"]), line
+
+
+def test_a_file_cut_mid_character_by_the_reader_is_not_an_encoding_error(bbc_export, tmp_path):
+    from edgecnn.runtime.text import enough_for, read_text
+
+    tokenizer = edgecnn.load(bbc_export).tokenizer
+    text = "café prix " * 200_000  # 2-byte characters everywhere: some chunk boundary cuts one in half
+    with (tmp_path / "cafe.txt").open("w", encoding="utf-8") as handle:
+        handle.write(text)
+    with (tmp_path / "cafe.txt").open("rb") as handle:
+        read = read_text(handle, "cafe.txt", enough=enough_for(tokenizer))
+    assert tokenizer.encode_with_count(read.text)[0] == tokenizer.encode_with_count(text)[0]

@@ -2,13 +2,22 @@
 
 Training data goes through :func:`resize_array` too (the digits are upscaled by it), so the pixels a model was
 trained on and the pixels the runtime feeds it come from one function.
+
+Whatever the input - a damaged or hostile file, an array of an odd shape or dtype, an object that is no image at
+all - the outcome is pixels or one :class:`~edgecnn.errors.InputError` naming the input: never another exception,
+never a warning on stderr (``tests/test_image_fuzz.py`` holds us to it with mutated files of every format).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import stat
+import struct
+import threading
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Union
 
@@ -26,51 +35,169 @@ RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
+#: What Pillow raises for a damaged or hostile file: the list its own fuzzing tests accept
+#: (``Tests/oss-fuzz/test_fuzzers.py``), plus EOFError and struct.error, which its plugins raise on short headers.
+UNDECODABLE = (OSError, SyntaxError, ValueError, NotImplementedError, OverflowError, MemoryError, EOFError,
+               struct.error, Image.DecompressionBombError)
+_HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_ALPHA_MODES = ("LA", "RGBA", "PA", "La", "RGBa")
+_REASON_CHARS = 120
+
+
+def describe_source(source) -> str:
+    """How an error message names an image input."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, np.ndarray):
+        return f"the image array (shape {source.shape}, dtype {source.dtype})"
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or f"the PIL image ({source.mode}, {source.width}x{source.height})"
+    return "<bytes>"
 
 
 def open_image(source: ImageSource) -> Image.Image:
-    """Open a path, bytes, PIL image or HxW[xC] uint8 array as a fully decoded PIL image, EXIF rotation applied.
+    """Open a path, bytes, PIL image or numpy array as a fully decoded PIL image, EXIF rotation applied.
 
-    Every way a file can be unusable (missing, empty, not an image, truncated, over Pillow's pixel limit) becomes an
-    InputError naming the file, never a Pillow traceback.
+    Every way an input can be unusable (missing, empty, not an image, truncated, corrupt, over Pillow's pixel limit,
+    a metadata bomb, an array of no pixels) becomes an InputError naming it, never a Pillow traceback.
     """
-    if isinstance(source, Image.Image):
-        return ImageOps.exif_transpose(source)
     if isinstance(source, np.ndarray):
-        return Image.fromarray(_as_uint8(source))
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
-    if not isinstance(source, bytes):
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"{name}: no such file")
-        if path.is_dir():
-            raise InputError(f"{name} is a folder; pass image files, or the folder alone to classify every image in it")
-        if path.stat().st_size == 0:
-            raise InputError(f"{name} is empty (0 bytes)")
+        return _array_image(source)
+    if isinstance(source, (bytearray, memoryview)):
+        source = bytes(source)
+    if isinstance(source, Image.Image):  # made by the caller, not a file's claim: no pixel limit
+        return _decoded(lambda: source, describe_source(source), limit_pixels=False)
+    if isinstance(source, bytes):
+        if not source:
+            raise InputError("<bytes> is empty (0 bytes)")
+        return _decoded(lambda: Image.open(io.BytesIO(source)), "<bytes>")
+    if isinstance(source, (str, os.PathLike)):
+        name = str(source)
+        _check_file(name)
+        with _opened(name) as handle:
+            return _decoded(lambda: Image.open(handle), name)
+    raise InputError(f"cannot read an image from {type(source).__name__} {str(source)[:40]!r}; pass a file path, "
+                     "bytes, a PIL image or a numpy array")
+
+
+def _check_file(name: str) -> None:
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between 1x and 2x its pixel limit; a decompression bomb is refused either way.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(
-            f"{name} has more pixels than Pillow's safety limit ({Image.MAX_IMAGE_PIXELS:,}); resize it first"
-        ) from None
-    except UnidentifiedImageError:
-        raise InputError(f"{name} is not an image Pillow can read (wrong extension or not an image at all)") from None
+        info = os.stat(name)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{name}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{name} cannot be read (permission denied)") from None
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte in it
+        raise InputError(f"{name[:200]} is not a usable file name ({_reason(exc)})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{name} is a folder; pass image files, or the folder alone to classify every image in it")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{name} is not a regular file (a device, pipe or socket); pass an image file")
+    if info.st_size == 0:
+        raise InputError(f"{name} is empty (0 bytes)")
+
+
+@contextlib.contextmanager
+def _opened(name: str) -> Iterator:
+    try:
+        handle = open(name, "rb")  # noqa: SIM115 - closed below; Pillow reads from it until the image is loaded
     except OSError as exc:
-        raise InputError(f"{name} could not be decoded ({exc}); the file is probably truncated or corrupt") from None
-    except SyntaxError as exc:  # Pillow raises this for some malformed headers
-        raise InputError(f"{name} could not be decoded ({exc})") from None
-    return ImageOps.exif_transpose(image)
+        raise InputError(f"{name} cannot be read ({exc.strerror or _reason(exc)})") from None
+    with handle:
+        yield handle
 
 
-def _as_uint8(array: np.ndarray) -> np.ndarray:
-    """Map an array of any numeric dtype onto 0..255 uint8 (16-bit and float images included)."""
+def _decoded(open_: Callable[[], Image.Image], name: str, limit_pixels: bool = True) -> Image.Image:
+    """``open_()`` fully loaded and EXIF-rotated, every failure of Pillow's an InputError naming ``name``."""
+    with quiet_pillow():
+        try:
+            image = open_()
+            limit = Image.MAX_IMAGE_PIXELS if limit_pixels else None
+            if limit and image.width * image.height > limit:  # Pillow only warns between 1x and 2x its limit
+                raise Image.DecompressionBombError("over the limit")
+            image.load()
+            return ImageOps.exif_transpose(image)
+        except Image.DecompressionBombError:
+            raise InputError(f"{name} has more pixels than Pillow's safety limit ({Image.MAX_IMAGE_PIXELS:,}); "
+                             "resize it first") from None
+        except UnidentifiedImageError:
+            raise InputError(f"{name} is not an image Pillow can read (wrong extension or not an image at all)"
+                             ) from None
+        except UNDECODABLE as exc:
+            if "MAX_TEXT_CHUNK" in str(exc):
+                raise InputError(f"{name} holds a PNG text or ICC-profile metadata chunk that decompresses to more "
+                                 "than Pillow's limit (a decompression bomb or a corrupt file); re-save the image "
+                                 "without metadata") from None
+            raise InputError(f"{name} could not be decoded ({_reason(exc)}); the file is probably truncated or "
+                             "corrupt") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line, cut short: Pillow quotes raw header bytes in some of them."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS] + "..."
+
+
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+_quiet_filter: tuple[list, tuple] | None = None
+
+
+@contextlib.contextmanager
+def quiet_pillow() -> Iterator[None]:
+    """Pillow's warnings about a damaged file ("Corrupt EXIF data", "Tag data larger than file", ...) are off while
+    the block runs: the file either decodes or fails as one InputError, and stderr stays ours.
+
+    ``warnings.catch_warnings()`` would swap the process-wide filter list and put its saved copy back on exit: two
+    threads decoding at once restore each other's lists and can leave a filter in place for good. Instead one
+    filter, "ignore warnings raised in PIL modules", is in place while any thread is inside the block: the first
+    thread in inserts it, the last one out removes it. Warnings of other modules are untouched.
+    """
+    global _quiet_users, _quiet_filter
+    with _quiet_lock:
+        if _quiet_users == 0:
+            warnings.filterwarnings("ignore", module=r"PIL\.")
+            _quiet_filter = (warnings.filters, warnings.filters[0])
+        _quiet_users += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0 and _quiet_filter is not None:
+                inserted_into, entry = _quiet_filter
+                # catch_warnings() elsewhere may have replaced the list meanwhile: remove it from both.
+                for filters in (inserted_into, warnings.filters):
+                    with contextlib.suppress(ValueError):
+                        filters.remove(entry)
+                _quiet_filter = None
+
+
+def _array_image(array: np.ndarray) -> Image.Image:
+    """An HxW, HxWx1, HxWx2 (gray + alpha), HxWx3 or HxWx4 array of bool, int, uint or float as a PIL image."""
+    name = describe_source(array)
+    if array.dtype.kind not in "buif":
+        raise InputError(f"{name}: an image array must hold numbers (bool, int, uint or float), not {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
+        hint = "; for several images, pass a list of them to classify_batch" if array.ndim == 4 else ""
+        raise InputError(f"{name}: an image array must have shape HxW or HxWxC with C = 1, 2, 3 or 4{hint}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"{name} has no pixels; pass an image at least 1x1 in size")
+    return Image.fromarray(np.ascontiguousarray(_as_uint8(array, name)))
+
+
+def _as_uint8(array: np.ndarray, name: str = "the image") -> np.ndarray:
+    """Map an array of any numeric dtype onto 0..255 uint8 (16-bit and float images included; bool is 0/255)."""
     if array.dtype == np.uint8:
         return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * np.uint8(255)
     data = array.astype(np.float64)
+    if data.size and not np.isfinite(data).all():
+        raise InputError(f"{name} holds NaN or infinite pixel values, which map to no brightness; "
+                         "replace them (e.g. numpy.nan_to_num) or re-save the image")
     if np.issubdtype(array.dtype, np.floating) and data.size and data.max() <= 1.0 and data.min() >= 0.0:
         data = data * 255.0
     elif data.size and data.max() > 255:
@@ -78,19 +205,37 @@ def _as_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(data), 0, 255).astype(np.uint8)
 
 
-def to_mode(image: Image.Image, mode: str, background: int = 0) -> Image.Image:
-    """Convert any Pillow mode to ``L`` or ``RGB``; transparency is flattened onto ``background`` (0..255)."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        image = Image.fromarray(_as_uint8(np.asarray(image)))
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("LA", "RGBA", "PA", "La", "RGBa"):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
-        image = Image.alpha_composite(canvas, rgba).convert("RGB")
-    if image.mode != mode:
-        image = image.convert(mode)
+def to_mode(image: Image.Image, mode: str, background: int = 0, name: str | None = None) -> Image.Image:
+    """Convert any Pillow mode to ``L`` or ``RGB``; transparency is flattened onto ``background`` (0..255).
+
+    A mode Pillow cannot convert directly (LAB to L) goes through RGB; one it cannot convert at all is an InputError
+    naming ``name``.
+    """
+    name = name or describe_source(image)
+    with quiet_pillow():  # palette and transparency conversions warn about the file's own oddities
+        if image.mode in _HIGH_BIT_MODES:
+            image = Image.fromarray(_as_uint8(np.asarray(image), name))
+        if image.mode == "P":
+            image = _convert(image, "RGBA" if "transparency" in image.info else "RGB", name)
+        if image.mode in _ALPHA_MODES:
+            rgba = _convert(image, "RGBA", name)
+            canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
+            image = Image.alpha_composite(canvas, rgba).convert("RGB")
+        if image.mode != mode:
+            image = _convert(image, mode, name)
     return image
+
+
+def _convert(image: Image.Image, mode: str, name: str) -> Image.Image:
+    try:
+        return image.convert(mode)
+    except ValueError:
+        pass
+    try:
+        return image.convert("RGB").convert(mode)
+    except ValueError:
+        raise InputError(f"{name} has colour mode {image.mode}, which Pillow cannot convert to {mode}; "
+                         "save it as RGB or grayscale") from None
 
 
 def resize_array(pixels: np.ndarray, width: int, height: int, resample: str = "bilinear") -> np.ndarray:
@@ -103,18 +248,29 @@ def resize_array(pixels: np.ndarray, width: int, height: int, resample: str = "b
 
 def load_pixels(source: ImageSource, prep: dict) -> tuple[np.ndarray, tuple[int, int]]:
     """Open ``source`` and return (HxWxC uint8 pixels at the model's size, original (width, height))."""
-    image = to_mode(open_image(source), prep["color_mode"], prep.get("background", 0))
-    original = image.size
-    pixels = np.asarray(image.resize((prep["width"], prep["height"]), RESAMPLE[prep.get("resize", "bilinear")])
-                        if image.size != (prep["width"], prep["height"]) else image)
+    with quiet_pillow():
+        image = to_mode(open_image(source), prep["color_mode"], prep.get("background", 0), describe_source(source))
+        original = image.size
+        pixels = np.asarray(image.resize((prep["width"], prep["height"]), RESAMPLE[prep.get("resize", "bilinear")])
+                            if image.size != (prep["width"], prep["height"]) else image)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     return pixels, original
 
 
 def pixels_to_input(pixels: np.ndarray, prep: dict) -> np.ndarray:
-    """uint8 pixels (…xHxWxC) -> float32 model input, ``pixels * scale + offset``."""
-    return pixels.astype(np.float32) * np.float32(prep.get("scale", 1.0 / 255.0)) + np.float32(prep.get("offset", 0.0))
+    """uint8 RGB (or gray) pixels (…xHxWxC) -> float32 model input: the channels reordered as
+    ``channels_order`` says (``"bgr"``: caffe-style models), then ``x * scale + offset``.
+
+    ``scale`` and ``offset`` are one number for all channels (every export before presets) or one per channel
+    (``torch``/``caffe`` presets, ``--mean``/``--std``): the preset table of :mod:`edgecnn.presets` in one line.
+    """
+    x = pixels.astype(np.float32)
+    if prep.get("channels_order", "rgb") == "bgr" and x.shape[-1] == 3:
+        x = x[..., ::-1]
+    scale = np.asarray(prep.get("scale", 1.0 / 255.0), dtype=np.float32)
+    offset = np.asarray(prep.get("offset", 0.0), dtype=np.float32)
+    return x * scale + offset
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
