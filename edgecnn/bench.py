@@ -17,7 +17,9 @@ Why it is built this way:
   median time of one batch call.
 
 The ``keras`` row (when TensorFlow is installed and the manifest's ``source.model`` file exists) times
-``model.predict``, the way the seed project ran its models.
+``model.predict``, the way the seed project ran its models. A ``.keras`` file whose sha256 is not the manifest's
+``source.sha256`` is another model (a later training run in the same folder): its row would compare two different
+models as if they were one, so it is left out of the table, the JSON and the plot, and a note says why.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def benchmark(model_dir: str | os.PathLike, formats: list[str] | None = None, ru
     {FORMAT: {"status", "size_mb", "metric", "load_ms", "p50_ms", "p90_ms", "p99_ms", "throughput", "rss_mib",
     "runs"}}}``.
     A format that cannot run here keeps its row, with ``status`` "error", an ``error`` message saying why, and
-    ``None`` for what was not measured.
+    ``None`` for what was not measured. A ``keras`` row whose ``.keras`` file is not the one the export was made
+    from (sha256) is left out, with a note.
 
     Example::
 
@@ -80,6 +83,10 @@ def benchmark(model_dir: str | os.PathLike, formats: list[str] | None = None, ru
     if unknown:
         raise InputError(f"{manifest.folder} has no '{unknown[0]}' format; it has {', '.join(known)}")
     notes: list[str] = []
+    if KERAS in formats and _other_source_model(manifest):
+        formats.remove(KERAS)
+        notes.append(f"keras: left out, {manifest['source']['model']} is not the file this export was made from "
+                     "(its sha256 differs from the manifest's source.sha256)")
     say("building the held-out split")
     inputs, targets, source = _inputs(manifest, notes)
     report = {"model": str(manifest.folder), "task": manifest.task, "metric": None,
@@ -102,7 +109,7 @@ def benchmark(model_dir: str | os.PathLike, formats: list[str] | None = None, ru
                 row.update(_run_child(manifest.folder, fmt, timing_inputs, runs, batch, threads))
                 if targets is not None:
                     say(f"{fmt}: {manifest.task} metric on {len(targets)} held-out examples")
-                    name, value = _metric(manifest, fmt, inputs, targets, threads, notes)
+                    name, value = _metric(manifest, fmt, inputs, targets, threads)
                     report["metric"], row["metric"] = name, value
             except EdgecnnError as exc:
                 row["status"], row["error"] = "error", str(exc)
@@ -117,6 +124,13 @@ def _keras_available(manifest: manifest_io.Manifest) -> bool:
 
     source = (manifest.get("source") or {}).get("model")
     return bool(source) and Path(source).is_file() and importlib.util.find_spec("tensorflow") is not None
+
+
+def _other_source_model(manifest: manifest_io.Manifest) -> bool:
+    """Whether the manifest's ``source.model`` file exists but is not the one the export was made from."""
+    source = manifest.get("source") or {}
+    return bool(source.get("model")) and Path(source["model"]).is_file() and \
+        manifest_io.sha256_of(source["model"]) != source.get("sha256")
 
 
 def _inputs(manifest: manifest_io.Manifest, notes: list[str]):
@@ -162,15 +176,12 @@ def _size_mb(manifest: manifest_io.Manifest, fmt: str) -> float | None:
     return round(path.stat().st_size / 1e6, 4) if path.is_file() else None
 
 
-def _metric(manifest, fmt, inputs, targets, threads, notes) -> tuple[str | None, float | None]:
+def _metric(manifest, fmt, inputs, targets, threads) -> tuple[str | None, float | None]:
     from .evaluate import SCORERS, measure
 
     if fmt == KERAS:
         from .keras_io import keras_outputs, load_keras_model
 
-        if manifest_io.sha256_of(manifest["source"]["model"]) != manifest["source"].get("sha256"):
-            notes.append(f"keras: {manifest['source']['model']} is not the file this export was made from "
-                         "(sha256 differs); its row describes that file")
         scores = SCORERS[manifest.task](manifest, keras_outputs(load_keras_model(manifest["source"]["model"]),
                                                                 manifest, inputs), targets)
     else:
@@ -222,7 +233,7 @@ def _open_runtime(folder: str, fmt: str, threads: int | None):
     """(import the runtime, then time the load) -> (step function, load ms)."""
     if fmt == KERAS:
         return _open_keras(folder, threads)
-    from .runtime.backends import _import_litert_interpreter
+    from .runtime.backends import import_litert_interpreter
     from .runtime.tasks import load
 
     if fmt.startswith("onnx"):
@@ -231,7 +242,7 @@ def _open_runtime(folder: str, fmt: str, threads: int | None):
         except ImportError:
             pass  # opening the model below raises the one-line MissingDependencyError
     else:
-        _import_litert_interpreter()
+        import_litert_interpreter()
     start = time.perf_counter()
     task = load(folder, format=fmt, threads=threads)
     load_ms = (time.perf_counter() - start) * 1e3

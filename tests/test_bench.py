@@ -57,3 +57,61 @@ def test_bench_rejects_an_unknown_format_in_one_line(digits_export):
     assert result.returncode == 2
     errors = error_lines(result)
     assert len(errors) == 1 and "coreml" in errors[0], result.stderr
+
+
+# --- the keras row describes the export's own source model, or is left out ------------------------------------------
+
+@pytest.fixture
+def export_from_another_keras(export_copy, tmp_path):
+    """The digits export whose manifest's source.model now names a different file than the one it was made from."""
+    other = tmp_path / "model.keras"
+    other.write_bytes(b"another model, trained later into the same run folder")
+    data = json.loads((export_copy / "edgecnn.json").read_text())
+    data["source"]["model"] = str(other)
+    (export_copy / "edgecnn.json").write_text(json.dumps(data))
+    return export_copy
+
+
+@pytest.fixture
+def fake_timing(monkeypatch):
+    """Time nothing: the child processes are replaced by fixed numbers (the keras rule is decided before them)."""
+    from edgecnn import bench
+
+    timed = []
+
+    def run_child(folder, fmt, *args):
+        timed.append(fmt)
+        return {"runs": 2, "load_ms": 1.0, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "throughput": 1.0,
+                "rss_mib": 1.0}
+
+    monkeypatch.setattr(bench, "_run_child", run_child)
+    return timed
+
+
+@pytest.mark.parametrize("formats", [None, ["onnx", "keras"]])
+def test_bench_leaves_out_a_keras_row_from_another_model_file(export_from_another_keras, fake_timing, formats):
+    from edgecnn.bench import bench_table, benchmark
+
+    if formats is None and not importlib.util.find_spec("tensorflow"):
+        pytest.skip("the keras row is offered by default only where TensorFlow is installed")
+    report = benchmark(export_from_another_keras, formats=formats, runs=2, batch=2)
+    assert "keras" not in report["results"] and "keras" not in fake_timing
+    notes = [note for note in report["notes"] if note.startswith("keras")]
+    assert len(notes) == 1 and "sha256" in notes[0] and "\n" not in notes[0], report["notes"]
+    text = bench_table(report)
+    assert not any(line.startswith("keras ") for line in text.splitlines()) and notes[0] in text
+
+
+def test_bench_table_has_one_number_format_per_column():
+    from edgecnn.bench import bench_table
+
+    rows = {"onnx": {"p50_ms": 0.0612, "size_mb": 0.1047, "throughput": 10.5, "metric": 0.9861},
+            "tflite-int8": {"p50_ms": 0.0477, "size_mb": 0.0312, "throughput": 6.175, "metric": 0.9833},
+            "keras": {"p50_ms": 41.25, "size_mb": 0.3871, "throughput": 350.0, "metric": 0.9861}}
+    report = {"model": "m", "task": "image-classification", "metric": "accuracy", "runs": 2, "batch": 2,
+              "threads": None, "inputs": "digits held-out split", "n": 360, "notes": [],
+              "results": {fmt: {"status": "ok", **dict.fromkeys(RESULT_KEYS), **row} for fmt, row in rows.items()}}
+    lines = bench_table(report).splitlines()[3:6]
+    for index in range(2, 9):
+        cells = [line.split()[index] for line in lines]
+        assert len({cell.partition(".")[2].__len__() for cell in cells}) == 1, cells

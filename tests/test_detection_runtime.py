@@ -127,6 +127,8 @@ class FakeBackend:
     def __init__(self, outputs):
         self.outputs = outputs
         self.seen = []
+        self.input_shape = None  # unknown: the runtime's shape checks skip it
+        self.output_shapes = [(None, *o.shape) for o in outputs]
 
     def run(self, inputs):
         self.seen.append(inputs)
@@ -198,7 +200,111 @@ def test_save_draws_boxes_on_the_original_image(detector, tmp_path):
 def test_object_detector_refuses_a_manifest_without_a_known_box_encoding(tmp_path, monkeypatch):
     from edgecnn.runtime import tasks
 
-    monkeypatch.setattr(tasks, "open_backend", lambda *args, **kwargs: FakeBackend([]))
+    monkeypatch.setattr(tasks, "open_backend", lambda *args, **kwargs: FakeBackend(head([])))
     write_manifest(tmp_path, {"box_encoding": "yolo-v99"})
     with pytest.raises(ModelError, match="box_encoding"):
         tasks.ObjectDetector(tmp_path)
+
+
+# --- class-agnostic NMS: one label per object where classes are exclusive -----------------------------------------
+
+def test_class_agnostic_nms_suppresses_overlapping_boxes_of_any_class():
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 9], [20, 20, 30, 30]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    classes = np.array([0, 1, 1])
+    assert nms(boxes, scores, classes, iou=0.5, limit=10).tolist() == [0, 1, 2]
+    assert nms(boxes, scores, classes, iou=0.5, limit=10, class_agnostic=True).tolist() == [0, 2]
+
+
+TWO_CLASSES_ON_ONE_OBJECT = [(1, 1, 0, 0.9, (8, 8, 8, 8)), (1, 1, 2, 0.6, (8, 8, 8, 8))]
+
+
+@pytest.mark.parametrize("nms_field, kept", [
+    (None, ["a", "c"]),                   # a manifest written before the field existed: class-wise, as it was
+    ("class-wise greedy", ["a", "c"]),    # what exports wrote as a description before
+    ("class-wise", ["a", "c"]),
+    ("class-agnostic", ["a"]),
+])
+def test_the_manifest_says_whether_nms_is_class_wise(tmp_path, monkeypatch, nms_field, kept):
+    from edgecnn.runtime import tasks
+
+    monkeypatch.setattr(tasks, "open_backend", lambda *args, **kwargs: FakeBackend(head(TWO_CLASSES_ON_ONE_OBJECT)))
+    write_manifest(tmp_path, {} if nms_field is None else {"nms": nms_field})
+    if nms_field is None:
+        data = json.loads((tmp_path / "edgecnn.json").read_text())
+        data["detection"].pop("nms", None)
+        (tmp_path / "edgecnn.json").write_text(json.dumps(data))
+    result = tasks.ObjectDetector(tmp_path).detect(np.zeros((32, 32, 3), np.uint8))
+    assert [d.label for d in result.detections] == kept
+
+
+def test_reference_detector_gives_one_label_per_digit_in_scene_01():
+    """scene-01's 9 was also labelled 8 (class-wise NMS keeps both): the export now says class-agnostic."""
+    import edgecnn
+
+    from .conftest import reference_export, sample_truth
+
+    export = reference_export("digit-detector", "export-detector")
+    detector = edgecnn.load(export, format="onnx")
+    assert detector.spec.class_agnostic
+    name, truth_boxes, truth_labels = sample_truth(export)[0]
+    assert name == "scene-01.png"
+    detections = detector.detect(export / "samples" / name).detections
+    boxes = np.array([d.box for d in detections], np.float32)
+    overlaps = iou_matrix(boxes, boxes)[np.triu_indices(len(boxes), 1)]
+    assert overlaps.max() <= detector.spec.nms_iou, overlaps
+    nine = np.array([truth_boxes[truth_labels.index("9")]], np.float32)
+    on_the_nine = [d.label for d, iou in zip(detections, iou_matrix(nine, boxes)[0]) if iou >= 0.5]
+    assert on_the_nine == ["9"]
+
+
+# --- drawings: every label inside the image --------------------------------------------------------------------
+
+class Drawn:
+    def __init__(self, label, score, box):
+        self.label, self.score, self.box = label, score, box
+
+
+GREY = (128, 128, 128)
+
+
+def text_extent(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of the dark pixels (the label's black text) in a drawing on a grey background."""
+    pixels = np.asarray(image)
+    dark = np.argwhere(pixels.max(axis=2) < 60)
+    assert len(dark), "no label text drawn"
+    (r0, c0), (r1, c1) = dark.min(axis=0), dark.max(axis=0)
+    return int(c1 - c0 + 1), int(r1 - r0 + 1)
+
+
+@pytest.mark.parametrize("size, box", [
+    ((100, 60), (92, 30, 100, 40)),   # at the right edge
+    ((100, 60), (85, 0, 100, 60)),    # right edge, full height: no room above or below
+    ((100, 60), (0, 50, 30, 60)),     # bottom-left
+    ((100, 60), (70, 0, 100, 12)),    # top-right corner
+])
+def test_labels_are_drawn_whole_inside_the_image(size, box):
+    from edgecnn.runtime.detection import draw_detections
+
+    detection = Drawn("8", 0.99, box)
+    free = draw_detections(Image.new("RGB", (400, 300), GREY), [Drawn("8", 0.99, (180, 150, 200, 170))])
+    drawn = draw_detections(Image.new("RGB", size, GREY), [detection])
+    assert text_extent(drawn) == text_extent(free)
+
+
+@pytest.mark.parametrize("dataset, mode", [("digit-scenes", "class-agnostic"), ("coco", "class-wise")])
+def test_export_chooses_class_agnostic_nms_where_classes_exclude_each_other(dataset, mode):
+    """A digit is one digit (class-agnostic); COCO objects of two classes may overlap (class-wise)."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("sklearn")
+    from edgecnn.export.detection import DetectionAdapter
+    from edgecnn.train.datasets import Splits, image_preprocessing
+
+    model = SimpleNamespace(inputs=[SimpleNamespace(shape=(None, 32, 32, 3))])
+    splits = Splits(dataset, "object-detection", ["a", "b", "c"], *[None] * 6, image_preprocessing(32, 32, 3))
+    run = {"detection": {"stride": STRIDE, "grid": list(GRID), "input_size": [32, 32], "nms": "class-wise greedy",
+                         "box_encoding": detection.BOX_ENCODING, "outputs": {"boxes": "raw", "scores": "sigmoid"}}}
+    section = DetectionAdapter(model, splits, run).manifest_sections()["detection"]
+    assert section["nms"] == mode
+    assert DecodeSpec.from_section(section).class_agnostic == (mode == "class-agnostic")

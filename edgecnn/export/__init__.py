@@ -3,7 +3,9 @@
 ``export_model`` is the one public function. It writes into a temporary folder beside the target, validates every
 file through ``edgecnn.runtime`` against the Keras model on the held-out split, and only then renames the folder
 into place: a refused or crashed export leaves the previous one untouched (like HF Optimum, it refuses rather than
-ship a file that disagrees with its source).
+ship a file that disagrees with its source). A killed swap is undone by the next export or load
+(:mod:`edgecnn.folders`). The target may only be a new or empty folder or an earlier export, never a file, a
+folder of other things or one that holds the export's own inputs: that is checked before anything slow starts.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from .. import __version__
 from .. import manifest as manifest_io
 from ..errors import ExportRefusedError, InputError
+from ..folders import make_staging, recover_swapped, swap_in
 from ..manifest import FORMAT_FILES, FORMATS
 
 DEFAULT_THRESHOLDS = {"max_diff": 1e-4, "min_agreement": 0.98, "max_map_drop": 0.02}
@@ -29,12 +33,14 @@ DEFAULT_THRESHOLDS = {"max_diff": 1e-4, "min_agreement": 0.98, "max_map_drop": 0
 def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats: list[str] | None = None,
                  labels: str | None = None, calibration: str | None = None, calibration_size: int = 200,
                  thresholds: dict | None = None, samples_per_class: int = 2, seed: int = 0,
-                 progress: Callable[[str], None] | None = None) -> dict:
+                 progress: Callable[[str], None] | None = None, preprocessing: dict | None = None,
+                 head: dict | None = None) -> dict:
     """Export a Keras model to the given formats in ``out``, validated; returns the manifest.
 
     Args:
-        model_path: a ``.keras`` file. Beside it, ``run.json`` (written by ``edgecnn train``) names the dataset,
-            labels and preprocessing; for any other Keras classifier give ``labels`` and ``calibration``.
+        model_path: a ``.keras`` file, a legacy ``.h5`` file or a SavedModel folder. Beside a ``.keras`` file,
+            ``run.json`` (written by ``edgecnn train``) names the dataset, labels and preprocessing; for any other
+            Keras classifier give ``labels`` and ``calibration``.
         out: the export folder to create or replace.
         formats: a subset of ``onnx, onnx-int8, tflite, tflite-int8`` (default all four).
         labels: file with one label per line or a JSON list (models not trained by edgecnn).
@@ -43,20 +49,21 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
         calibration_size: how many training examples feed the int8 calibration.
         thresholds: override ``DEFAULT_THRESHOLDS`` (fp32 ``max_diff``, int8 ``min_agreement``, ``max_map_drop``).
         samples_per_class: test-split samples to ship in ``samples/``.
+        preprocessing: models not trained by edgecnn: ``{"preset": "tf"}`` and/or explicit ``mean``, ``std``,
+            ``scale``, ``offset``, ``channels_order`` (see :mod:`edgecnn.presets`); default: the preset of a
+            recognised keras.applications architecture, else ``unit``.
+        head: ``{"outputs": "logits"}`` (the model gives logits: the runtime applies softmax) and/or
+            ``{"multi_label": True}`` (one sigmoid per label); default: read from the last layer's activation.
 
     Raises:
+        InputError: ``out`` is a file, a folder that is not an earlier export, or holds an input of this export
+            (checked before TensorFlow is loaded).
         ExportRefusedError: a file disagrees with Keras beyond the thresholds (the previous export is kept).
 
     Example::
 
         export_model("runs/digits-cnn/model.keras", "exported/digits-cnn")
     """
-    from ..evaluate import measure
-    from ..keras_io import import_tensorflow, keras_outputs, load_keras_model
-    from .onnx import export_onnx, onnx_metadata, quantize_onnx
-    from .tasks import adapter_for
-    from .tflite import export_tflite, tensor_quantization
-
     say = progress or (lambda message: None)
     formats = list(formats or FORMATS)
     unknown = [f for f in formats if f not in FORMATS]
@@ -64,19 +71,33 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
         raise InputError(f"unknown format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     model_path, out = Path(model_path), Path(out)
+    if out.name in ("", ".", ".."):
+        out = Path(os.path.abspath(out))
+    recover_swapped(out)
+    _check_model_path(model_path)
+    _check_target(out, _inputs_of(model_path, labels, calibration))
+
+    from ..evaluate import measure
+    from ..keras_io import import_tensorflow, keras_outputs, load_keras_model
+    from .onnx import export_onnx, onnx_metadata, quantize_onnx
+    from .tasks import adapter_for
+    from .tflite import export_tflite, tensor_quantization
+
     tf = import_tensorflow()
     say(f"loading {model_path}")
     model = load_keras_model(model_path)
-    run, splits = _run_and_splits(model, model_path, labels, calibration, seed)
+    run, splits = _run_and_splits(model, model_path, labels, calibration, seed, preprocessing, head)
     adapter = adapter_for(run["task"])(model, splits, run)
     sections = adapter.manifest_sections()
     inputs, targets = adapter.model_inputs(splits.x_test), splits.y_test
     reference = keras_outputs(model, sections, inputs)
     keras_metric = _score(sections, reference, targets)
     say(f"Keras on the held-out split ({len(targets)}): {_fmt_metric(keras_metric)}")
+    chance = _chance_warning(sections, keras_metric, targets)
+    if chance:
+        say(f"warning: {chance}")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging = make_staging(out)
     try:
         serve = adapter.serving_fn(tf)
         calib = adapter.calibration_inputs(calibration_size, seed)
@@ -116,11 +137,11 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
             "files": {fmt: manifest_io.file_entry(staging, FORMAT_FILES[fmt], format=fmt, **files[fmt])
                       for fmt in FORMATS if fmt in files},
             "samples": samples,
-            "source": {"model": str(model_path), "sha256": manifest_io.sha256_of(model_path),
+            "source": {"model": str(model_path), "sha256": _source_sha256(model_path),
                        "architecture": run.get("model"), "parameters": int(model.count_params())},
             "versions": _versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            **{k: v for k, v in run.items() if k in ("text", "detection")},
+            **{k: v for k, v in run.items() if k in ("text", "detection") and k not in sections},
         }
         manifest_io.write(staging, data)
         staged = manifest_io.read(staging)
@@ -129,12 +150,13 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
             say(f"validating {fmt}")
             parity[fmt] = measure(staged, fmt, inputs, targets, reference)
             problems += adapter.failures(fmt, parity[fmt], keras_metric, limits)
-        data["validation"] = {"split": "test", "n": len(targets), "thresholds": limits, "results": parity}
+        data["validation"] = {"split": "test", "n": len(targets), "thresholds": limits, "results": parity,
+                              **({"warnings": [chance]} if chance else {})}
         manifest_io.write(staging, data)
         if problems:
             raise ExportRefusedError("export refused, " + "; ".join(problems) +
                                      (f" (previous export in {out} kept)" if out.exists() else ""))
-        _replace_folder(staging, out)
+        swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -151,14 +173,36 @@ def _fmt_metric(metric: dict) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metric.items())
 
 
-def _run_and_splits(model, model_path: Path, labels: str | None, calibration: str | None, seed: int):
+def _chance_warning(sections: dict, metric: dict, targets) -> str | None:
+    """A sentence when the source model's own accuracy on the held-out split is no better than guessing the most
+    common class: it still exports (parity is about the files, not the model), but nobody should mistake it for a
+    model that learned something."""
+    if "accuracy" not in metric or not len(targets):
+        return None
+    counts = np.bincount(np.asarray(targets, dtype=np.int64).ravel())
+    chance = float(counts.max() / counts.sum())
+    if metric["accuracy"] > chance + 0.5 / len(targets) + 0.02:
+        return None
+    return (f"the Keras model itself is at chance level on the held-out split (accuracy {metric['accuracy']:.2%}, "
+            f"guessing the most common class gives {chance:.2%}): the export matches it, but it has learned nothing "
+            "useful on this data (wrong labels order, preprocessing, or untrained weights?)")
+
+
+def _source_sha256(model_path: Path) -> str:
+    """The source's sha256: the file's, or a SavedModel folder's saved_model.pb."""
+    return manifest_io.sha256_of(model_path / "saved_model.pb" if model_path.is_dir() else model_path)
+
+
+def _run_and_splits(model, model_path: Path, labels: str | None, calibration: str | None, seed: int,
+                    preprocessing: dict | None = None, head: dict | None = None):
     """run.json beside the model (edgecnn-trained) or labels + calibration (any Keras classifier)."""
+    from ..presets import choose_preprocessing
     from ..train.datasets import DATASETS, image_preprocessing, load_dataset
     from ..train.fit import RUN_FILE
-    from .tasks import read_labels
+    from .tasks import classifier_head, image_model_shape, read_labels
 
     run_file = model_path.parent / RUN_FILE
-    if run_file.is_file() and not calibration:
+    if run_file.is_file() and not calibration and not model_path.is_dir():
         run = json.loads(run_file.read_text())
         dataset = run["dataset"]
         splits = load_dataset(dataset["name"], seed=dataset.get("seed", 0), **dataset.get("options", {}))
@@ -168,30 +212,83 @@ def _run_and_splits(model, model_path: Path, labels: str | None, calibration: st
     if not calibration:
         raise InputError(f"{model_path} has no {RUN_FILE} beside it (not trained by edgecnn): pass --labels FILE "
                          "and --calibration DATASET_OR_FOLDER")
-    height, width, channels = (int(d) for d in model.inputs[0].shape[1:4])
+    height, width, channels = image_model_shape(model, model_path)
     if calibration in DATASETS or not Path(calibration).exists():
         splits = load_dataset(calibration, seed=seed)
     else:
         splits = load_dataset("folder", seed=seed, data=calibration, size=height,
                               color_mode="L" if channels == 1 else "RGB")
         splits.preprocessing = image_preprocessing(height, width, channels)
+    if splits.task != "image-classification":
+        raise InputError(f"--calibration {calibration} is a {splits.task} dataset; {model_path} is exported as an "
+                         "image classifier: give an image folder (one sub-folder per class)")
     if labels:
         splits.labels = read_labels(labels)
-    n_out = int(model.outputs[0].shape[-1])
-    if len(splits.labels) != n_out:
-        raise InputError(f"the model has {n_out} outputs but {len(splits.labels)} labels were given")
-    return {"task": splits.task, "model": model.name}, splits
+    options = dict(preprocessing or {})
+    splits.preprocessing = {**splits.preprocessing,
+                            **choose_preprocessing(model, channels, options.pop("preset", None), **options)}
+    kind, reason = classifier_head(model, model_path, splits, **(head or {}))
+    return {"task": splits.task, "model": model.name, "output_kind": kind, "output_reason": reason}, splits
 
 
-def _replace_folder(staging: Path, out: Path) -> None:
-    """Swap ``staging`` into ``out``; the old folder is removed only after the new one is in place."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _check_model_path(model_path: Path) -> None:
+    from ..keras_io import KERAS_SUFFIXES, SUPPORTED_MODELS, is_saved_model
+
+    if is_saved_model(model_path):
+        return
+    if model_path.is_file() and model_path.suffix.lower() not in KERAS_SUFFIXES:
+        raise InputError(f"{model_path} is not a model edgecnn can export; it exports {SUPPORTED_MODELS}")
+    if model_path.is_dir():
+        inside = sorted(model_path.glob("*.keras"))
+        hint = f"e.g. {inside[0]}" if inside else "the model.keras written by 'edgecnn train'"
+        raise InputError(f"{model_path} is a folder; pass the .keras file to export ({hint})")
+    if not model_path.is_file():
+        raise InputError(f"{model_path}: no such file; pass the model.keras written by 'edgecnn train'")
+
+
+def _inputs_of(model_path: Path, labels: str | None, calibration: str | None) -> list[Path]:
+    """Every file or folder this export reads: the model, its run.json, labels, calibration and training data."""
+    from ..train.fit import RUN_FILE
+
+    inputs = [model_path, model_path.parent / RUN_FILE]
+    if labels:
+        inputs.append(Path(labels))
+    if calibration and Path(calibration).exists():
+        inputs.append(Path(calibration))
+    try:
+        options = json.loads((model_path.parent / RUN_FILE).read_text()).get("dataset", {}).get("options", {})
+        inputs += [Path(options[key]) for key in ("data", "images") if isinstance(options.get(key), str)]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return [path for path in inputs if os.path.lexists(path)]
+
+
+def _check_target(out: Path, inputs: list[Path]) -> None:
+    """Refuse a target the swap would destroy something in: an export replaces nothing but an earlier export."""
+    target = out.resolve()
+    for path in inputs:
+        source = path.resolve()
+        if source == target or target in source.parents:
+            relation = "is" if source == target else "contains"
+            raise InputError(f"--out {out} {relation} {path}, an input of this export, which the export would "
+                             f"delete; choose another folder, e.g. exported/{_export_name(path)}")
+    if not os.path.lexists(out):
+        return
+    if not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder; an export replaces only an earlier export, so "
+                         "choose a new folder name")
+    try:
+        replaceable = (out / manifest_io.MANIFEST_NAME).is_file() or not any(out.iterdir())
+    except OSError as exc:
+        raise InputError(f"--out {out} cannot be read ({exc.strerror}); choose a folder you can write") from None
+    if not replaceable:
+        raise InputError(f"--out {out} is a folder with no {manifest_io.MANIFEST_NAME}, not an earlier export; "
+                         "an export replaces only an earlier one, so choose a new or empty folder")
+
+
+def _export_name(path: Path) -> str:
+    """A folder name for the export of ``path`` (its run folder's name), for advice."""
+    return (path.parent.name if path.suffix == ".keras" else path.name) or "model"
 
 
 def _versions() -> dict:

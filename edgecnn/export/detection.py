@@ -16,8 +16,11 @@ import numpy as np
 from ..errors import ModelError
 from .tasks import ADAPTERS, ExportAdapter
 
-#: Test scenes shipped in ``samples/`` (with ``ground_truth.json``); small PNGs, a few hundred kB in all.
+#: Test images shipped in ``samples/`` (with ``ground_truth.json``); for digit-scenes small PNGs, ~100 kB in all.
 SAMPLE_SCENES = 10
+#: Datasets whose classes exclude each other (a digit is a 9 or an 8, never both): their exports decode with
+#: class-agnostic NMS, so one object never gets two labels. Elsewhere (COCO: a cup on a table) NMS is class-wise.
+EXCLUSIVE_CLASSES = ("digit-scenes",)
 
 
 class DetectionAdapter(ExportAdapter):
@@ -43,27 +46,36 @@ class DetectionAdapter(ExportAdapter):
         ]
 
     def manifest_sections(self) -> dict:
-        return {**super().manifest_sections(), "detection": self.run["detection"]}
+        nms = "class-agnostic" if self.splits.name in EXCLUSIVE_CLASSES else "class-wise"
+        return {**super().manifest_sections(), "detection": {**self.run["detection"], "nms": nms}}
 
     def write_samples(self, folder: Path, reference: list[np.ndarray], per_class: int) -> dict:
-        """The first ``SAMPLE_SCENES`` test scenes as PNG, and their boxes in COCO format (ground_truth.json)."""
-        from PIL import Image
-
+        """The first ``SAMPLE_SCENES`` test images and their boxes in COCO format (ground_truth.json): the user's own
+        files as they were, with boxes in their pixels (``coco``), else PNGs of generated scenes."""
+        from ..runtime.image import open_image
         from ..train.detection_metrics import coco_ground_truth
+        from .tasks import save_sample
 
         folder.mkdir(parents=True, exist_ok=True)
         count = min(SAMPLE_SCENES, len(self.splits.x_test))
-        names = [f"scene-{k + 1:02d}.png" for k in range(count)]
-        for name, pixels in zip(names, self.splits.x_test[:count]):
-            Image.fromarray(pixels).save(folder / name, optimize=True)
-        sizes = [(int(p.shape[1]), int(p.shape[0])) for p in self.splits.x_test[:count]]
-        truth = coco_ground_truth(self.splits.y_test[:count], self.splits.labels, sizes, names)
-        truth["info"] = {"description": f"the first {count} {self.splits.name} test scenes (seed "
+        originals = self.splits.test_files or [None] * count
+        names, sizes, truth_boxes = [], [], []
+        scenes = zip(self.splits.x_test[:count], self.splits.y_test[:count], originals[:count])
+        for k, (pixels, annotation, original) in enumerate(scenes):
+            names.append(save_sample(folder, f"scene-{k + 1:02d}", pixels, original))
+            height, width = pixels.shape[:2]
+            shipped = open_image(folder / names[-1])  # an original's boxes go back to its own pixels
+            scale = np.array([shipped.width / width, shipped.height / height] * 2, np.float32)
+            sizes.append(shipped.size)
+            truth_boxes.append({**annotation, "boxes": np.asarray(annotation["boxes"], np.float32) * scale})
+        truth = coco_ground_truth(truth_boxes, self.splits.labels, sizes, names)
+        truth["info"] = {"description": f"the first {count} {self.splits.name} test images (seed "
                                         f"{self.splits.seed}); bbox is [x, y, width, height] in image pixels, "
                                         "category_id is label index + 1"}
         (folder / "ground_truth.json").write_text(json.dumps(truth, indent=1) + "\n")
         return {"folder": "samples", "count": count, "ground_truth": "samples/ground_truth.json",
-                "selection": f"the first {count} test-split scenes"}
+                "selection": f"the first {count} test-split images"
+                             + (", the original files" if self.splits.test_files else "")}
 
     def int8_failures(self, fmt: str, measured: dict, keras_metric: dict, thresholds: dict) -> list[str]:
         drop = keras_metric["map50"] - measured["map50"]

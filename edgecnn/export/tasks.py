@@ -87,33 +87,142 @@ class ImageClassificationAdapter(ExportAdapter):
     task = "image-classification"
 
     def outputs(self) -> list[dict]:
-        last = self.model.layers[-1]
-        activation = getattr(getattr(last, "activation", None), "__name__", "")
-        kind = "probabilities" if activation == "softmax" else "logits"
-        return [{"name": "probabilities", "kind": kind, "shape": [None, len(self.splits.labels)]}]
+        kind = self.run.get("output_kind") or ("probabilities" if last_activation(self.model) == "softmax"
+                                               else "logits")
+        width = 1 if kind == "sigmoid" else len(self.splits.labels)
+        return [{"name": "probabilities", "kind": kind, "shape": [None, width]}]
 
     def write_samples(self, folder: Path, reference: list[np.ndarray], per_class: int) -> dict:
-        """The first ``per_class`` test images of each class that the source model classifies correctly."""
-        from PIL import Image
-
+        """The first ``per_class`` test images of each class that the source model classifies correctly: the
+        user's own files as they were (``folder`` dataset), else PNGs of the dataset's pixels (generated ones)."""
         folder.mkdir(parents=True, exist_ok=True)
         predicted = reference[0].argmax(axis=1)
+        originals = self.splits.test_files or [None] * len(self.splits.y_test)
         counts: dict[int, int] = {}
         for i, (pixels, label) in enumerate(zip(self.splits.x_test, self.splits.y_test)):
             label = int(label)
             if counts.get(label, 0) >= per_class or predicted[i] != label:
                 continue
             counts[label] = counts.get(label, 0) + 1
-            name = sample_name(self.splits.labels[label], counts[label], ".png")
-            Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(folder / name)
+            save_sample(folder, sample_name(self.splits.labels[label], counts[label], ""), pixels, originals[i])
         return {"folder": "samples", "count": sum(counts.values()),
-                "selection": f"first {per_class} test-split images per class that the source model gets right"}
+                "selection": f"first {per_class} test-split images per class that the source model gets right"
+                             + (", the original files" if self.splits.test_files else "")}
 
     def int8_failures(self, fmt: str, measured: dict, keras_metric: dict, thresholds: dict) -> list[str]:
         if measured["agreement"] < thresholds["min_agreement"]:
             return [(f"{fmt}: top-1 agreement with Keras {measured['agreement']:.2%} is below "
                      f"{thresholds['min_agreement']:.2%}")]
         return []
+
+
+def last_activation(model) -> str | None:
+    """The name of the activation the model ends in (``softmax``, ``sigmoid``, ``linear``...), looking into a
+    nested model and past layers that change no values (Dropout, Reshape...); None when it cannot be read (a
+    SavedModel's ``TFSMLayer``, a custom layer)."""
+    layer = model.layers[-1] if getattr(model, "layers", None) else None
+    while layer is not None:
+        if getattr(layer, "layers", None):  # a nested Model: its own last layer
+            layer = layer.layers[-1]
+            continue
+        if type(layer).__name__ == "Softmax":
+            return "softmax"
+        activation = getattr(layer, "activation", None)
+        if activation is not None:
+            return getattr(activation, "__name__", None)
+        if type(layer).__name__ in ("Dropout", "Reshape", "Flatten", "Identity", "ActivityRegularization"):
+            index = model.layers.index(layer) if layer in model.layers else 0
+            layer = model.layers[index - 1] if index > 0 else None
+            continue
+        return None
+    return None
+
+
+def image_model_shape(model, model_path) -> tuple[int, int, int]:
+    """(height, width, channels) of a one-input, one-output image model, or a one-line refusal saying why not."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelError(f"{model_path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; edgecnn "
+                         "exports classifiers with one image input and one output of class scores")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or None in shape[1:] or shape[3] not in (1, 3):
+        raise ModelError(f"{model_path} takes input of shape {list(shape)}; edgecnn exports image classifiers "
+                         "taking [batch, height, width, 1 or 3] with a fixed height and width (re-build the model "
+                         "with e.g. keras.Input((96, 96, 3)))")
+    out = tuple(model.outputs[0].shape)
+    if len(out) != 2 or out[1] is None:
+        raise ModelError(f"{model_path} gives output of shape {list(out)}; edgecnn exports classifiers giving "
+                         "[batch, classes]")
+    return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def classifier_head(model, model_path, splits: Splits, outputs: str | None = None,
+                    multi_label: bool = False) -> tuple[str, str]:
+    """(manifest ``outputs[0].kind``, why) for a user's classifier, with its labels checked against the width.
+
+    Read from the last layer's activation: softmax -> ``probabilities``; one sigmoid unit -> ``sigmoid`` (binary,
+    2 labels, negative first); N sigmoid units -> ``multi-label``; linear -> ``logits``. A model whose activation
+    cannot be read (a SavedModel) is probed on held-out inputs: rows of [0, 1] summing to 1 are probabilities.
+    ``outputs="logits"`` and ``multi_label`` say it when the model cannot.
+    """
+    width = int(model.outputs[0].shape[-1])
+    activation = last_activation(model)
+    how = f"last layer's activation {activation}"
+    if activation is None:
+        activation, how = _probe_activation(model, splits, width), "outputs on held-out images"
+    detected = {"softmax": "probabilities", "sigmoid": "sigmoid" if width == 1 else "multi-label"}.get(
+        activation, "logits")
+    kind, reason = detected, f"{detected}, from the {how}"
+    if outputs == "logits":
+        if detected != "logits":
+            raise InputError(f"--outputs logits: {model_path} ends in {activation}, so its outputs are already "
+                             f"{detected}; leave --outputs out")
+        kind, reason = "logits", "logits, given with --outputs logits"
+    if multi_label:
+        if detected != "multi-label" and not (activation == "sigmoid" and width > 1):
+            raise InputError(f"--multi-label: {model_path} ends in {width} {activation} unit(s); a multi-label "
+                             "head has one sigmoid unit per label (for one sigmoid unit, a binary model, give 2 "
+                             "labels and leave --multi-label out)")
+        kind, reason = "multi-label", "multi-label, given with --multi-label"
+    labels = splits.labels
+    if kind == "sigmoid" and len(labels) != 2:
+        raise InputError(f"{model_path} ends in one sigmoid unit (binary), which needs exactly 2 labels, negative "
+                         f"first, but {len(labels)} were given ({', '.join(labels[:5])})")
+    if kind != "sigmoid" and len(labels) != width:
+        raise InputError(f"{model_path} gives {width} class scores but {len(labels)} labels were given; pass "
+                         f"--labels with {width} names (or calibrate with {width} class folders)")
+    return kind, reason
+
+
+def _probe_activation(model, splits: Splits, width: int) -> str:
+    """``softmax``, ``sigmoid`` or ``linear``, judged from the model's outputs on a few held-out images."""
+    x = INPUT_BUILDERS["image-classification"]({"preprocessing": splits.preprocessing}, splits.x_test[:16])
+    y = np.asarray(model.predict(x, verbose=0), dtype=np.float64).reshape(len(x), -1)
+    if y.size and y.min() >= 0 and y.max() <= 1:
+        if width > 1 and np.allclose(y.sum(axis=1), 1.0, atol=1e-3):
+            return "softmax"
+        return "sigmoid"
+    return "linear"
+
+
+def save_sample(folder: Path, stem: str, pixels: np.ndarray, original: str | None) -> str:
+    """Ship one sample image as ``stem`` + suffix in ``folder``; returns the file name.
+
+    The user's original file is copied byte for byte when there is one (its size, format and metadata are what a
+    user would feed the model: squashing it to the model's input size would show the model an easier image than
+    the one it will meet); generated examples, which have no file, are saved as PNG of their pixels.
+    """
+    import shutil
+
+    from ..runtime.image import IMAGE_SUFFIXES
+
+    suffix = Path(original).suffix.lower() if original else ""
+    if original and suffix in IMAGE_SUFFIXES and Path(original).is_file():
+        shutil.copyfile(original, folder / f"{stem}{suffix}")
+        return f"{stem}{suffix}"
+    from PIL import Image
+
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(folder / f"{stem}.png", optimize=True)
+    return f"{stem}.png"
 
 
 ADAPTERS: dict[str, type[ExportAdapter]] = {ImageClassificationAdapter.task: ImageClassificationAdapter}

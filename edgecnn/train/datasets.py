@@ -7,8 +7,11 @@ dataset, so ``edgecnn eval`` can rebuild a held-out split with numpy, Pillow and
 Adding a dataset::
 
     @register_dataset("my-data", task="image-classification", help="what it is")
-    def _load_my_data(seed: int, **options) -> Splits:
+    def _load_my_data(seed: int = 0, data: str | None = None, size: int = 64) -> Splits:
         ...
+
+Its keyword parameters with defaults are its ``-d`` options (``seed`` and ``data`` are the ``--seed`` and
+``--data`` flags; a loader without ``data`` reads no files): ``edgecnn datasets`` lists them, unknown keys are refused.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 
 from ..errors import InputError, require
 from ..runtime import image as image_io
+from .options import check_options, keyword_defaults
 
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.1
@@ -52,6 +56,8 @@ class Splits:
     #: For generated datasets: ``resample_train(epoch) -> (x, y)``, new training examples for epoch 1, 2, ...
     #: (epoch 0 trains on ``x_train``). Trainers that support it train on fresh data every epoch.
     resample_train: Callable[[int], tuple[Any, Any]] | None = None
+    #: For datasets read from the user's files: the file each test example came from (export ships them as samples).
+    test_files: list[str] | None = None
 
     def split(self, which: str) -> tuple[Any, Any]:
         """(x, y) of 'train', 'val' or 'test'."""
@@ -90,11 +96,39 @@ def list_datasets() -> list[DatasetInfo]:
     return [DATASETS[name] for name in sorted(DATASETS)]
 
 
-def load_dataset(name: str, seed: int = 0, **options) -> Splits:
-    """Load a registered dataset by name with a seeded split; options are the loader's keyword arguments."""
+def dataset_info(name: str) -> DatasetInfo:
+    """The registered dataset ``name``, or a one-line error listing them all."""
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; 'edgecnn datasets' lists: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def reads_files(name: str) -> bool:
+    """Whether the dataset reads the user's files (``--data``)."""
+    return "data" in keyword_defaults(dataset_info(name).loader)
+
+
+def dataset_options(name: str) -> dict:
+    """``{option: default}`` of the ``-d`` options of dataset ``name``: its loader's keyword parameters except the
+    seed and ``data``, which are the ``--seed`` and ``--data`` flags."""
+    return keyword_defaults(dataset_info(name).loader, skip=("seed", "data"))
+
+
+def check_dataset_options(name: str, options: dict, data: str | None = None) -> None:
+    """Refuse unknown ``-d`` keys, and ``--data`` for a dataset that reads no files, in one line."""
+    check_options(options, dataset_options(name), f"dataset {name!r}")
+    if data is not None and not reads_files(name):
+        raise InputError(f"dataset {name!r} reads no files of yours, so --data {data} has nothing to do; drop it, "
+                         "or pick a dataset that reads files ('edgecnn datasets')")
+
+
+def load_dataset(name: str, seed: int = 0, **options) -> Splits:
+    """Load a registered dataset by name with a seeded split; options are the loader's keyword arguments."""
     options = {k: v for k, v in options.items() if v is not None}
+    data = options.pop("data", None)
+    check_dataset_options(name, options, data)
+    if data is not None:
+        options["data"] = data
     splits = DATASETS[name].loader(seed=seed, **options)
     splits.seed = seed
     splits.options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
@@ -207,7 +241,10 @@ def _load_folder(seed: int = 0, data: str | None = None, size: int = 64, color_m
     prep = image_preprocessing(size, size, channels, background)
     x = np.stack([image_io.load_pixels(im, prep)[0] for im in images])
     y = np.array([i for _, i in files], dtype=np.int64)
-    return _from_indices("folder", x, y, classes, stratified_split(y, seed), prep)
+    parts = stratified_split(y, seed)
+    splits = _from_indices("folder", x, y, classes, parts, prep)
+    splits.test_files = [str(files[i][0]) for i in parts[2]]
+    return splits
 
 
 def sample_name(label: str, k: int, suffix: str) -> str:

@@ -189,8 +189,7 @@ def digit_split_indices(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 @register_dataset("digit-scenes", "object-detection",
                   "generated scenes: 1-5 real sklearn digits (12-48 px) pasted on crops of sklearn's sample "
-                  "photographs; test scenes use test-split digits only (options: train, val, test, size, distort, "
-                  "fresh, heights)")
+                  "photographs; test scenes use test-split digits only")
 def _load_digit_scenes(seed: int = 0, train: int = 6000, val: int = 500, test: int = 500, size: int = 128,
                        min_px: int = 12, max_px: int = 48, max_digits: int = 5, distort: bool = False,
                        fresh: bool = False, heights: str = "uniform") -> Splits:
@@ -275,7 +274,8 @@ def _load_coco(seed: int = 0, data: str | None = None, images: str | None = None
         return [targets[i] for i in idx]
 
     return Splits("coco", "object-detection", labels, x[train_idx], pick(train_idx), x[val_idx], pick(val_idx),
-                  x[test_idx], pick(test_idx), prep)
+                  x[test_idx], pick(test_idx), prep,
+                  test_files=[str(folder / coco["images"][i]["file_name"]) for i in test_idx])
 
 
 def _read_coco_json(path: Path) -> dict:
