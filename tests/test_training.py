@@ -71,3 +71,17 @@ def test_precise_batch_norm_sets_the_mean_of_the_batch_statistics():
     assert bn.momentum == 0.9
     for before, after in zip(dense_before, model.layers[-1].get_weights()):
         np.testing.assert_array_equal(before, after)
+
+
+def test_trainer_options_reach_the_trainer_and_are_recorded(tmp_path):
+    """``objectness`` is read by the detection trainer, not the architecture: a run with it trains, and run.json
+    keeps the options as given (what ``--weights`` asks a later run to repeat)."""
+    import json
+
+    from edgecnn.train.fit import train
+
+    options = {"objectness": "iou", "alpha": 0.25, "head_width": 8}
+    metrics = train("digit-scenes", "detector", tmp_path, epochs=1, seed=0, batch_size=8, verbose=0,
+                    dataset_options={"train": 8, "val": 4, "test": 4}, model_options=options)
+    assert 0.0 <= metrics["test_map50"] <= 1.0
+    assert json.loads((tmp_path / "run.json").read_text())["model_options"] == options

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..quiet import quiet_stderr
+
 
 def export_tflite(serving_fn, model, path: Path, calibration: np.ndarray | None = None, int8: bool = False,
                   int8_io: bool = True) -> Path:
@@ -39,10 +41,12 @@ def export_tflite(serving_fn, model, path: Path, calibration: np.ndarray | None 
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint("serving_default", serving_fn)
-        archive.write_out(scratch, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
-        _configure(tf, converter, calibration, int8, int8_io)
-        path.write_bytes(converter.convert())
+        # The converter's C++ prints ("fully_quantize: 0, inference_type: 6, ...") are not for our users.
+        with quiet_stderr():
+            archive.write_out(scratch, verbose=False)
+            converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
+            _configure(tf, converter, calibration, int8, int8_io)
+            path.write_bytes(converter.convert())
     return path
 
 
@@ -66,9 +70,9 @@ def _configure(tf, converter, calibration, int8: bool, int8_io: bool) -> None:
 
 def tensor_quantization(path: Path) -> dict:
     """Scale and zero point of the file's input and outputs, as the manifest records them."""
-    from ..runtime.backends import _import_litert_interpreter
+    from ..runtime.backends import import_litert_interpreter
 
-    interpreter = _import_litert_interpreter()(model_path=str(path))
+    interpreter = import_litert_interpreter()(model_path=str(path))
     runner = interpreter.get_signature_runner()
 
     def describe(detail):

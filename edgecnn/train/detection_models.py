@@ -53,7 +53,8 @@ BACKBONE_LAYOUTS = {"fast": DETECTOR_BLOCKS, "mobilenet-s": MOBILENET_S_BLOCKS}
 BN_MOMENTUM = 0.9
 #: The two factors of ``scores``, trained separately (outputs of the training graph only).
 OBJECT_OUTPUT, CLASS_OUTPUT = "objectness", "class_probabilities"
-#: What the objectness factor learns (trainer option ``-o objectness=...``; see :func:`make_losses`).
+#: What the objectness factor learns (trainer option ``-o objectness=...``, the first the default; see
+#: :func:`make_losses`).
 OBJECTNESS_TARGETS = ("centre", "iou")
 #: Output names, in the manifest's order.
 OUTPUT_NAMES = ("boxes", "scores")
@@ -84,8 +85,7 @@ def _conv_bn_relu(x, filters, layers, name):
 
 @register_model("detector", "object-detection",
                 "anchor-free single-shot detector (FCOS-style centre cells + box distances) on mobilenet-s blocks; "
-                "options: alpha (width), stride (8 or 4), head_width, layout (fast or mobilenet-s); trainer option: "
-                "objectness (centre or iou)")
+                "stride 8 or 4, layout fast or mobilenet-s, objectness centre or iou")
 def detector(input_shape, num_classes, alpha: float = 1.0, stride: int = 8, head_width: int = 64,
              layout: str = "fast"):
     keras = _keras()
@@ -357,16 +357,22 @@ def _tf_dataset(tf, images, annotations, batch_size, grid, stride, num_classes, 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-@register_trainer("object-detection")
+def _check_detector_options(options: dict, epochs: int) -> None:
+    if options["objectness"] not in OBJECTNESS_TARGETS:
+        raise InputError(f"-o objectness={options['objectness']} is not known; use "
+                         f"{' or '.join(OBJECTNESS_TARGETS)}")
+
+
+#: ``objectness``: what the objectness factor learns (see :func:`make_losses`); a training choice, not a layer.
+@register_trainer("object-detection", options={"objectness": OBJECTNESS_TARGETS[0]}, check=_check_detector_options)
 def _train_detector(tf, keras, splits, model_name, out, epochs, seed, batch_size, patience, learning_rate,
-                    augment, model_options, verbose, weights=None):
+                    augment, model_options, trainer_options, verbose, weights=None):
     from ..runtime.image import pixels_to_input
 
     prep = splits.preprocessing
     if abs(prep.get("scale", 1 / 255) - 1 / 255) > 1e-9 or prep.get("offset", 0.0):
         raise InputError("the detector trainer expects pixels / 255 preprocessing")
-    model_options = dict(model_options)
-    objectness = str(model_options.pop("objectness", "centre"))  # a trainer option, not the architecture's
+    objectness = str(trainer_options["objectness"])
     model = _build(model_name, splits, model_options)
     start_from(model, weights)  # the training graph below shares its layers
     rows, cols = (int(d) for d in model.get_layer("scores").output.shape[1:3])

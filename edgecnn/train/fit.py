@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,15 +20,62 @@ from ..errors import InputError, require
 from ..keras_io import import_tensorflow
 
 RUN_FILE = "run.json"
-TRAINERS: dict[str, Callable] = {}
 
 
-def register_trainer(task: str):
+@dataclass(frozen=True)
+class TrainerInfo:
+    """A task's trainer: ``run`` fits and measures; ``options`` are the ``-o`` keys it reads itself, with their
+    defaults (the rest go to the architecture); ``check(options, epochs)`` refuses combinations before any work."""
+
+    task: str
+    run: Callable
+    options: dict
+    check: Callable[[dict, int], None] | None = None
+
+
+TRAINERS: dict[str, TrainerInfo] = {}
+
+
+def register_trainer(task: str, options: dict | None = None, check: Callable[[dict, int], None] | None = None):
+    """Decorator: ``run(tf, keras, splits, model_name, out, ..., model_options, trainer_options, ...)`` trains
+    models of ``task``; ``options`` are the trainer options it reads, with defaults (listed by 'edgecnn models')."""
+
     def wrap(fn):
-        TRAINERS[task] = fn
+        TRAINERS[task] = TrainerInfo(task, fn, dict(options or {}), check)
         return fn
 
     return wrap
+
+
+def trainer_for(task: str) -> TrainerInfo:
+    from . import models  # noqa: F401 - importing the registries registers every task's trainer
+
+    if task not in TRAINERS:
+        raise InputError(f"no trainer for task {task!r}; trainable tasks: {', '.join(sorted(TRAINERS))}")
+    return TRAINERS[task]
+
+
+def check_training(dataset: str, model: str, epochs: int, data: str | None = None,
+                   model_options: dict | None = None, dataset_options: dict | None = None) -> tuple[dict, dict]:
+    """Refuse a run that cannot work - unknown names or options, a model for another task, nonsense settings -
+    in one line and before TensorFlow is even imported; return (trainer options, builder options)."""
+    from . import datasets as datasets_mod
+    from . import models as models_mod
+
+    dataset_info = datasets_mod.dataset_info(dataset)
+    info = models_mod.model_info(model)
+    if info.task != dataset_info.task:
+        fitting = ", ".join(models_mod.models_for(dataset_info.task)) or "none is registered"
+        raise InputError(f"model {model!r} is for {info.task} but dataset {dataset!r} is {dataset_info.task}; "
+                         f"pick a {dataset_info.task} model with --model: {fitting}")
+    if int(epochs) < 1:
+        raise InputError(f"--epochs {epochs}: train for at least 1 epoch")
+    datasets_mod.check_dataset_options(dataset, dataset_options or {}, data)
+    trainer_options, builder_options = models_mod.split_model_options(model, dict(model_options or {}))
+    trainer = trainer_for(info.task)
+    if trainer.check is not None:
+        trainer.check(trainer_options, int(epochs))
+    return trainer_options, builder_options
 
 
 def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, seed: int = 0,
@@ -42,29 +90,25 @@ def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, se
     """
     if weights is not None and not Path(weights).is_file():
         raise InputError(f"--weights {weights}: no such file; give the model.keras of an earlier run")
+    trainer_options, builder_options = check_training(dataset, model, epochs, data, model_options,
+                                                      dataset_options)
     tf = import_tensorflow()
     import keras
 
     # Imported here, not at the top: the task modules these registries import register trainers in this module.
     from . import datasets as datasets_mod
-    from . import models as models_mod
 
     keras.utils.set_random_seed(seed)
     splits = datasets_mod.load_dataset(dataset, seed=seed, data=data, **(dataset_options or {}))
-    info = models_mod.MODELS.get(model)
-    if info is None:
-        raise InputError(f"unknown model {model!r}; 'edgecnn models' lists: {', '.join(sorted(models_mod.MODELS))}")
-    if info.task != splits.task:
-        raise InputError(f"model {model!r} is for {info.task} but dataset {dataset!r} is {splits.task}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    trainer = TRAINERS[splits.task]
-    metrics, run_info = trainer(tf=tf, keras=keras, splits=splits, model_name=model, out=out, epochs=epochs,
-                                seed=seed, batch_size=batch_size, patience=patience, learning_rate=learning_rate,
-                                augment=augment, model_options=model_options or {}, verbose=verbose,
-                                weights=weights)
+    trainer = trainer_for(splits.task)
+    metrics, run_info = trainer.run(tf=tf, keras=keras, splits=splits, model_name=model, out=out, epochs=epochs,
+                                    seed=seed, batch_size=batch_size, patience=patience,
+                                    learning_rate=learning_rate, augment=augment, model_options=builder_options,
+                                    trainer_options=trainer_options, verbose=verbose, weights=weights)
     run = {"task": splits.task, "model": model, "model_options": model_options or {}, "labels": splits.labels,
            "preprocessing": splits.preprocessing, "dataset": splits.describe(), "epochs": epochs,
            "batch_size": batch_size, "learning_rate": learning_rate, **run_info}
@@ -185,7 +229,8 @@ def save_confusion(y_true, y_pred, labels: list[str], path: Path, title: str) ->
     size = max(4.5, 0.5 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(range(len(labels))), display_labels=labels,
-                                            ax=ax, colorbar=False, xticks_rotation=45 if len(labels) > 10 else 0)
+                                            ax=ax, colorbar=False,
+                                            xticks_rotation=45 if len(labels) > 10 or max(map(len, labels)) > 5 else 0)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -202,7 +247,7 @@ def _pyplot():
 
 @register_trainer("image-classification")
 def _train_image_classifier(tf, keras, splits, model_name, out, epochs, seed, batch_size, patience,
-                            learning_rate, augment, model_options, verbose, weights=None):
+                            learning_rate, augment, model_options, trainer_options, verbose, weights=None):
     from ..runtime.image import pixels_to_input
 
     prep = splits.preprocessing
@@ -231,3 +276,12 @@ def _train_image_classifier(tf, keras, splits, model_name, out, epochs, seed, ba
     metrics = {"test_accuracy": accuracy, "test_size": len(y_pred), "epochs_run": len(history.epoch),
                "parameters": int(model.count_params())}
     return metrics, {}
+
+
+def files_written(out: str | os.PathLike, since_ns: int) -> list[str]:
+    """Names of the files in the run folder ``out`` written at or after ``since_ns`` (``time.time_ns()``).
+
+    What a run actually wrote differs by task (a detector draws no confusion matrix), and a folder reused from
+    an earlier run may still hold that run's files: the listing reports this run's only.
+    """
+    return sorted(p.name for p in Path(out).iterdir() if p.is_file() and p.stat().st_mtime_ns >= since_ns)

@@ -7,7 +7,10 @@ pipeline (see ``fit.py``), never in the model.
 Adding a model::
 
     @register_model("my-net", task="image-classification", help="what it is")
-    def my_net(input_shape, num_classes, **options) -> keras.Model: ...
+    def my_net(input_shape, num_classes, width: int = 32) -> keras.Model: ...
+
+Its keyword parameters with defaults are its ``-o`` options: ``edgecnn models`` lists them and unknown keys are
+refused (see ``options.py``). Build Keras inside the function (``_keras()``): listing models needs no TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import InputError, require
+from .options import check_options, keyword_defaults
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,9 @@ def register_model(name: str, task: str, help: str):
 
 
 def _keras():
+    from ..keras_io import import_tensorflow
+
+    import_tensorflow()  # first, so that Keras' import of TensorFlow is a quiet one
     return require("keras", "train", "Building a model")
 
 
@@ -45,11 +52,47 @@ def list_models() -> list[ModelInfo]:
     return [MODELS[name] for name in sorted(MODELS)]
 
 
-def create_model(name: str, input_shape: tuple, num_classes: int, **options):
-    """Build the registered architecture ``name`` for this input shape and class count."""
+def model_info(name: str) -> ModelInfo:
+    """The registered architecture ``name``, or a one-line error listing them all."""
     if name not in MODELS:
         raise InputError(f"unknown model {name!r}; 'edgecnn models' lists: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def models_for(task: str) -> list[str]:
+    """Names of the registered architectures for ``task``."""
+    return [m.name for m in list_models() if m.task == task]
+
+
+def builder_options(name: str) -> dict:
+    """``{option: default}`` the architecture's builder takes (its keyword parameters after shape and classes)."""
+    return keyword_defaults(model_info(name).builder, skip=("input_shape", "num_classes"))
+
+
+def model_options(name: str) -> dict:
+    """Every ``-o`` key ``name`` accepts with its default: its builder's, then those its task's trainer reads."""
+    from .fit import trainer_for
+
+    return {**builder_options(name), **trainer_for(model_info(name).task).options}
+
+
+def split_model_options(name: str, options: dict) -> tuple[dict, dict]:
+    """Check ``-o`` options for model ``name``; return (trainer options with defaults filled in, builder options).
+
+    A key both take (the text trainer's ``vocab_size``) goes to the trainer, which passes the builder its own.
+    """
+    from .fit import trainer_for
+
+    check_options(options, model_options(name), f"model {name!r}")
+    trainer_defaults = trainer_for(model_info(name).task).options
+    trainer = {**trainer_defaults, **{k: v for k, v in options.items() if k in trainer_defaults}}
+    return trainer, {k: v for k, v in options.items() if k not in trainer_defaults}
+
+
+def create_model(name: str, input_shape: tuple, num_classes: int, **options):
+    """Build the registered architecture ``name`` for this input shape and class count."""
     options = {k: v for k, v in options.items() if v is not None}
+    check_options(options, builder_options(name), f"model {name!r}")
     return MODELS[name].builder(tuple(input_shape), num_classes, **options)
 
 
@@ -134,7 +177,7 @@ def mobilenet_backbone(inputs, alpha: float, layers, blocks=MOBILENET_S_BLOCKS, 
 
 
 @register_model("mobilenet-s", "image-classification",
-                "an edge-grade net of depthwise-separable blocks; --alpha sets the width multiplier (default 1.0)")
+                "an edge-grade net of depthwise-separable blocks; -o alpha is the width multiplier")
 def mobilenet_s(input_shape, num_classes, alpha: float = 1.0, dropout: float = 0.2):
     keras = _keras()
     layers = keras.layers

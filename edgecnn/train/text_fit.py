@@ -18,7 +18,6 @@ from ..errors import InputError
 from ..runtime import text as text_rt
 from . import models as models_mod
 from .fit import fit_model, register_trainer, save_confusion, save_history, start_from
-from .text_layers import TfIdfWeights
 from .text_reference import tfidf_reference
 
 DEFAULT_VOCAB_SIZE = 8000
@@ -118,28 +117,51 @@ def _optimizer(keras, learning_rate: float, weight_decay: float, ema: float, ste
     return keras.optimizers.Adam(learning_rate, **averaging)
 
 
-@register_trainer("text-classification")
+#: The options the text trainer reads itself (the rest go to the architecture), with their defaults:
+#: ``vocab_size`` (most frequent training words kept, including the padding and ``[UNK]`` entries),
+#: ``sequence_length`` (None: automatic, see ``auto_sequence_length``), ``weight_decay`` (AdamW's decoupled decay),
+#: ``ema`` (momentum of an exponential moving average of the weights, 0 = off), ``token_dropout`` (see
+#: ``_token_dropout``; the trainer's ``augment`` switch turns it off), ``embedding_init`` (``random`` or ``lsa``)
+#: and ``average_from`` (the epoch from which weights are averaged instead of early stopping, 0 = off).
+TRAINER_OPTIONS = {"vocab_size": DEFAULT_VOCAB_SIZE, "sequence_length": None, "weight_decay": 0.0, "ema": 0.0,
+                   "token_dropout": DEFAULT_TOKEN_DROPOUT, "embedding_init": "random", "average_from": 0}
+EMBEDDING_INITS = ("random", "lsa")
+
+
+def check_text_options(options: dict, epochs: int) -> None:
+    """Refuse, before any work, settings the trainer would otherwise ignore or fail on late."""
+    average_from = options["average_from"]
+    if not isinstance(average_from, int) or not 0 <= average_from <= epochs:
+        raise InputError(f"-o average_from={average_from} averages the weights from that epoch on, but --epochs is "
+                         f"{epochs}: use an epoch from 1 to {epochs}, or 0 for early stopping instead")
+    if options["embedding_init"] not in EMBEDDING_INITS:
+        raise InputError(f"-o embedding_init={options['embedding_init']} is not known; use "
+                         f"{' or '.join(EMBEDDING_INITS)}")
+    length = options["sequence_length"]
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+        raise InputError(f"-o sequence_length={length} is not a number of tokens; give a whole number >= 1, or "
+                         "leave it out for the automatic length")
+
+
+@register_trainer("text-classification", options=TRAINER_OPTIONS, check=check_text_options)
 def train_text_classifier(tf, keras, splits, model_name, out, epochs, seed, batch_size, patience, learning_rate,
-                          augment, model_options, verbose, weights=None):
+                          augment, model_options, trainer_options, verbose, weights=None):
     """Adapt the vectorizer, fit the CNN on token ids, measure it and the TF-IDF line; ``augment`` does not apply.
 
-    Model options read here: ``vocab_size`` (most frequent training words kept, default 8000, including the
-    padding and ``[UNK]`` entries), ``sequence_length`` (default: automatic, see ``auto_sequence_length``),
-    ``weight_decay`` (AdamW's decoupled decay, default 0), ``ema`` (momentum of an exponential moving average
-    of the weights, default 0 = off), ``token_dropout`` (see ``_token_dropout``; the trainer's ``augment``
-    switch turns it off), ``embedding_init`` (``random`` or ``lsa``) and ``average_from`` (epoch from which
-    weights are averaged instead of early stopping, default 0 = off); the rest go to the architecture.
+    ``trainer_options`` are ``TRAINER_OPTIONS`` (defaults filled in), ``model_options`` the architecture's.
     """
+    from .text_layers import TfIdfWeights  # a Keras layer: imported with Keras, not with the registry
+
     options = dict(model_options)
-    vocab_size = int(options.pop("vocab_size", DEFAULT_VOCAB_SIZE))
+    vocab_size = int(trainer_options["vocab_size"])
     standardize = splits.preprocessing.get("standardize", "lower_and_strip_punctuation")
     split = splits.preprocessing.get("split", "whitespace")
-    weight_decay = float(options.pop("weight_decay", 0.0))
-    ema = float(options.pop("ema", 0.0))
-    token_dropout = float(options.pop("token_dropout", DEFAULT_TOKEN_DROPOUT))
-    embedding_init = str(options.pop("embedding_init", "random"))
-    average_from = int(options.pop("average_from", 0))
-    sequence_length = options.pop("sequence_length", None)
+    weight_decay = float(trainer_options["weight_decay"])
+    ema = float(trainer_options["ema"])
+    token_dropout = float(trainer_options["token_dropout"])
+    embedding_init = str(trainer_options["embedding_init"])
+    average_from = int(trainer_options["average_from"])
+    sequence_length = trainer_options["sequence_length"]
     sequence_length = int(sequence_length) if sequence_length else auto_sequence_length(splits.x_train, standardize)
 
     vectorizer = keras.layers.TextVectorization(max_tokens=vocab_size, standardize=standardize, split=split,
@@ -155,8 +177,6 @@ def train_text_classifier(tf, keras, splits, model_name, out, epochs, seed, batc
             layer.set_idf(x_train)  # document frequencies of the training split only
     if embedding_init == "lsa":
         _init_embedding_with_lsa(model, x_train, len(vocabulary), seed)
-    elif embedding_init != "random":
-        raise InputError(f"embedding_init {embedding_init!r} is not known; use random or lsa")
     start_from(model, weights)  # last: loaded weights replace every initialisation above
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
     model.compile(optimizer=_optimizer(keras, learning_rate, weight_decay, ema, steps_per_epoch),

@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import require
+from ..keras_io import import_tensorflow
 from ..runtime import text as text_rt
 
+import_tensorflow()  # before Keras, which imports TensorFlow: quietly
 keras = require("keras", "train", "The text models' layers")
 
 #: Occurrence counts are capped here: a word seen c > MAX_COUNT times in one text weighs c / MAX_COUNT, not 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 from ..errors import InputError
 from . import text_fit  # noqa: F401  (registers the text-classification trainer)
 from .models import _classifier_head, _keras, register_model
-from .text_layers import TfIdfWeights
 
 TASK = "text-classification"
 
@@ -26,10 +25,9 @@ def _embedded(input_shape, vocab_size: int, embedding_dim: int, layers, keras):
 
 
 @register_model("text-cnn", TASK,
-                "the seed's Embedding-Conv1D(128,5)-GlobalMaxPool-Dense64-softmax; -o vocab_size, embedding_dim, "
-                "sequence_length")
+                "the seed's Embedding-Conv1D(128,5)-GlobalMaxPool-Dense64-softmax")
 def text_cnn(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: int = 32, filters: int = 128,
-             kernel_size: int = 5, hidden: int = 64, dropout: float = 0.0, **_ignored):
+             kernel_size: int = 5, hidden: int = 64, dropout: float = 0.0):
     """The seed: one convolution width, max-pooled over time, a small dense layer."""
     keras = _keras()
     layers = keras.layers
@@ -43,12 +41,11 @@ def text_cnn(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: in
 
 
 @register_model("text-cnn-multi", TASK,
-                "Kim (2014): parallel Conv1D widths 3,4,5, max-over-time, dropout; -o vocab_size, embedding_dim, "
-                "sequence_length, filters, dropout, embedding_dropout, members, wide (true or tfidf), wide_scale")
+                "Kim (2014): parallel Conv1D widths 3,4,5, max-over-time, dropout; wide is false, true or tfidf")
 def text_cnn_multi(input_shape, num_classes, vocab_size: int = 8000, embedding_dim: int = 32, filters: int = 64,
                    kernel_sizes=(3, 4, 5), dropout: float = 0.5, embedding_dropout: float = 0.2,
                    pooling: str = "max", bag: bool = False, members: int = 1, wide: bool = False,
-                   wide_scale: float = 16.0, **_ignored):
+                   wide_scale: float = 16.0):
     """Several n-gram detectors side by side; dropout on whole embedding channels and on the pooled features.
 
     ``SpatialDropout1D`` drops entire embedding dimensions during training (a word-independent regularizer that
@@ -108,6 +105,8 @@ def _kim_tower(inputs, num_classes, layers, prefix, vocab_size, embedding_dim, f
         # Binary TF-IDF features with L2 norm, dotted with the per-word scores: logistic regression in the graph.
         # Its features have unit norm, so the scores need large values (logistic regression's weights reach tens):
         # ``wide_scale`` multiplies them, i.e. the path learns that much faster than the CNN beside it.
+        from .text_layers import TfIdfWeights  # here: it is a Keras layer, and listing models needs no Keras
+
         weights = TfIdfWeights(vocab_size, name=f"{prefix}tfidf_weights")(inputs)
         bag_logits = layers.Rescaling(wide_scale, name=f"{prefix}wide_logits")(
             layers.Dot(axes=1, name=f"{prefix}wide_dot")([weights, scores]))
