@@ -7,7 +7,8 @@ parent's peak RSS into the ``ru_maxrss`` of the processes it starts.
 Sections: (1) whole process, ``edgecnn infer`` against a minimal onnxruntime script and the seed's Keras way;
 (2) in process, the task classes against the raw runtimes on the identical tensor; (3) ``edgecnn bench`` for each
 reference export in ``exported/``; (4) the text tokenizer against TextVectorization, and detection post-processing
-alone, for the exports and modules that exist. The targets of issue 5 are checked at the top.
+alone, for the exports and modules that exist; (5) ``edgecnn serve`` under 16 concurrent clients
+(``serve_load.py``). The targets of issue 5 are checked at the top.
 
 Usage: python benchmarks/run.py [--out BENCHMARKS.md] [--quick]
 """
@@ -186,6 +187,131 @@ def section_sizes(data: dict | None) -> str:
                   "tensors", "onnx / tflite", "onnx / weights"], rows)])
 
 
+def section_serve(data: dict | None) -> str:
+    if not data:
+        return "_not measured (the section failed; see the make bench log)_"
+    rows = [[name, r["task"], r["format"], r["answered"], r["errors"], fmt(r["p50_ms"], 1),
+             fmt(r["p90_ms"], 1), fmt(r["p99_ms"], 1), fmt(r["max_ms"], 1), f"**{r['requests_per_s']:.0f}**",
+             fmt(r.get("server_cpu_ms_per_request"), 2)] for name, r in data["results"].items()]
+    requests = next(iter(data["results"].values()))["requests"]
+    return "\n".join([
+        (f"`python benchmarks/serve_load.py`: `edgecnn serve` with the three exports ({data['workers']} "
+         f"workers, {data['threads_per_worker']} runtime thread(s) each) on 127.0.0.1, one model after the "
+         f"other, each {requests} predict requests from {data['concurrency']} concurrent clients (threads of "
+         f"one process, one keep-alive connection each) on the same {data['cpus']}-core machine: client and "
+         "server share the cores. A request is one sample of the export (a PNG, or `{\"text\": ...}`), in "
+         "turn; every answer must be 200, equal to the answer the sample got alone, and (classifiers) carry "
+         "the label the file name gives: any other answer counts as an error. Latency is per request, send "
+         "to last byte; server CPU is its user + system time over the answered requests. The server then got "
+         f"SIGTERM and exited {data.get('server_exit_code')}."), "",
+        md_table(["model", "task", "format", "answered", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms",
+                  "requests/s", "server CPU ms/request"], rows)])
+
+
+INT8_TARGETS = {"onnx": 0.67, "tflite": 0.5}
+
+
+def section_int8(speed: dict | None, size: dict | None) -> str:
+    """Issue 17: int8 against fp32 at batch 1 (benchmarks/int8_speed.py) and what shrinks int8 TFLite files
+    (benchmarks/int8_size.py)."""
+    if not speed:
+        return "_not measured (benchmarks/int8_speed.py failed; see the make bench log)_"
+    net = speed["mobilenetv2"]
+    threads = list(net["threads"])
+
+    def ratio(row: dict) -> str:
+        return f"**{row['ratio']:.2f}×** ({row['ratio_p10']:.2f}–{row['ratio_p90']:.2f})" if "ratio" in row else "1"
+
+    def met(key: str, target: float) -> list[str]:
+        cells = [ratio(net["threads"][t][key]) for t in threads]
+        ok = [net["threads"][t][key]["ratio"] <= target for t in threads]
+        verdict = "**met**" if all(ok) else ("**missed**" if not any(ok) else "met at " + ", ".join(
+            f"{t} thread(s)" for t, good in zip(threads, ok) if good) + " only")
+        return cells + [verdict]
+
+    doc = [(f"`python benchmarks/int8_speed.py --rounds {net['rounds']}`: {net['model']}, calibrated on "
+            f"{net['calibration']}, exported with edgecnn's own functions; at batch 1, every file with the same "
+            "thread count, one call of each per round in rotated order; ratios are medians of the per-round ratios "
+            "to the fp32 sibling, with their 10th–90th percentile spread (the machine is shared: the spread says "
+            "how much load moved them)."), "",
+           md_table(["target (issue 17)"] + [f"{t} thread(s)" for t in threads] + ["verdict"], [
+               ["MobileNetV2 96×96: `model.int8.onnx` p50 ≤ 0.67× `model.onnx`"] + met("int8 U8S8 (edgecnn now)",
+                                                                                   INT8_TARGETS["onnx"]),
+               ["MobileNetV2 96×96: `model.int8.tflite` p50 ≤ 0.5× `model.tflite`"] + met("tflite-int8",
+                                                                                     INT8_TARGETS["tflite"])]),
+           "", "### MobileNetV2 96×96: each recipe side by side", ""]
+    rows = []
+    for name in net["threads"][threads[0]]:
+        shape = net["structure"].get(net["files"].get(name), {})
+        rows.append([name, fmt(net["size_mb"][name], 2)] + [
+            f"{fmt(net['threads'][t][name]['p50_ms'], 3)} ({fmt(net['threads'][t][name]['p10_ms'], 2)}–"
+            f"{fmt(net['threads'][t][name]['p90_ms'], 2)})" for t in threads] + [
+            ratio(net["threads"][t][name]) for t in threads] + [
+            f"{shape['float_conv']} / {shape['qlinear_conv']}" if shape else "-",
+            str(shape.get("quantize_dequantize", "-")) if shape else "-"])
+    doc += [md_table(["file / session", "MB"] + [f"p50 ms, {t} thr. (p10–p90)" for t in threads] +
+                     [f"vs fp32, {t} thr." for t in threads] + ["float Conv / QLinearConv", "Q+DQ left"], rows), ""]
+    doc += [("Last two columns: how onnxruntime runs the file after its graph optimizations (ORT_ENABLE_EXTENDED "
+             "graph written out): Convs left in float between QuantizeLinear/DequantizeLinear, against integer "
+             "kernels, and the Q/DQ nodes left."), "",
+            "### The committed exports", "",
+            ("fp32 against the committed int8 files and against `model.onnx` quantized again with the current "
+             "recipe (U8S8; same calibration as `edgecnn export`: 200 training examples, seed 0). Accuracy on the "
+             "held-out split through edgecnn's runtime; the gate is the export's (agreement ≥ 98 % with fp32, or "
+             "mAP@0.5 at most 2 pts below)."), ""]
+    rows = []
+    for name, data in speed.get("exports", {}).items():
+        metric = "map50" if data["task"] == "object-detection" else "accuracy"
+        acc = data["accuracy"]
+        for t, timed in data["threads"].items():
+            rows.append([name, t, fmt(timed["onnx"]["p50_ms"], 3), ratio(timed["onnx-int8 committed (S8S8)"]),
+                         ratio(timed["onnx-int8 re-quantized (U8S8)"]), fmt(timed["tflite"]["p50_ms"], 3),
+                         ratio(timed["tflite-int8"]),
+                         f"{metric} {acc['committed'][metric]:.4f} → {acc['re-quantized'][metric]:.4f} "
+                         f"(fp32 {acc['onnx'][metric]:.4f}), agreement {acc['committed']['agreement']:.3f} → "
+                         f"{acc['re-quantized']['agreement']:.3f}; gate "
+                         + ("passed" if acc["re-quantized_passes_gate"] else "**failed**"),
+                         (f"{data['structure']['committed']['float_conv']} → "
+                          f"{data['structure']['re-quantized']['float_conv']}")])
+    doc += [md_table(["export", "threads", "onnx p50 ms", "committed int8 / fp32", "re-quantized int8 / fp32",
+                      "tflite p50 ms", "tflite-int8 / fp32", "onnx-int8: committed → re-quantized",
+                      "float Convs left"], rows), ""]
+    report = net.get("report") or {}
+    if report:
+        doc += ["### `edgecnn quantize-report` on the MobileNetV2 int8 files", "",
+                ("The worst rows of `layer_errors` (the report's code) on 16 crops it was not calibrated on. With "
+                 "random weights and untrained batch-norm statistics the activations shrink block after block "
+                 "(the last blocks' are ~1e-10), where no 8-bit grid keeps them: the report says so, and it is "
+                 "also why this model's accuracy means nothing here - only its speed."), ""]
+        for file, worst in report.items():
+            doc += [f"`{file}`:", "", md_table(["layer", "op", "kind", "SQNR dB", "vs fp32 dB", "max abs err"], [
+                [f"`{r['layer'].split(';')[0]}`", r["op"], r["kind"], fmt(r["sqnr_db"], 1),
+                 fmt(r["fp32_sqnr_db"], 1), f"{r['max_abs_error']:.2e}" if r["max_abs_error"] is not None else "-"]
+                for r in worst]), ""]
+    doc += ["### Sizes: what would make every `model.int8.tflite` ≥ 3.5× smaller than `model.onnx`", ""]
+    if not size:
+        doc.append("_not measured (benchmarks/int8_size.py failed)_")
+        return "\n".join(doc)
+    doc += [("`python benchmarks/int8_size.py`: each committed file rewritten as another converter setting would "
+             "have written it, sizes in kB, accuracy through edgecnn's runtime on the held-out split, the gate as "
+             "above against the fp32 `.tflite`. Per-tensor weights: one scale per weight tensor (the largest of "
+             "its channels), biases requantized to match; short names: every tensor but inputs and outputs "
+             "renamed `t<index>`."), ""]
+    rows = []
+    for name, data in size["results"].items():
+        metric = "map50" if data["task"] == "object-detection" else "accuracy"
+        for variant, r in data["variants"].items():
+            if variant == "repacked":
+                continue
+            rows.append([name, variant, fmt(r["file"] / 1e3, 1), fmt(r["buffers"] / 1e3, 1),
+                         fmt(r["quantization_params"] / 1e3, 1), fmt(r["structure"] / 1e3, 1),
+                         f"**{r['ratio']:.2f}×**", f"{metric} {r[metric]:.4f} (fp32 {data['fp32'][metric]:.4f})",
+                         fmt(r["agreement"], 3), "passed" if r["passes_gate"] else "**failed**"])
+    doc += [md_table(["export", "variant", "int8 .tflite kB", "weights+biases", "quant. params", "graph+names",
+                      "onnx / tflite", "metric", "agreement", "gate"], rows)]
+    return "\n".join(doc)
+
+
 # --- targets --------------------------------------------------------------------------------------------------------
 
 def targets(whole: dict | None, inproc: dict | None, benches: dict[str, dict | None]) -> str:
@@ -288,6 +414,12 @@ def main() -> None:
     if (EXPORTED / "digit-detector" / "edgecnn.json").is_file() and (ROOT / "edgecnn/runtime/detection.py").is_file():
         detection = run_json([python, str(HERE / "detection_postprocess.py"), "--rounds", "50" if quick else "300"])
     sizes = run_json([python, str(HERE / "tflite_size.py")])
+    say("int8 against fp32: MobileNetV2 recipes, the committed exports, int8 TFLite sizes (issue 17)")
+    int8_speed = run_json([python, str(HERE / "int8_speed.py"), "--rounds", "100" if quick else "600"])
+    int8_size = run_json([python, str(HERE / "int8_size.py")])
+    say("edgecnn serve under load: 16 concurrent clients on 127.0.0.1")
+    serve_load = run_json([python, str(HERE / "serve_load.py"), "--requests", "300" if quick else "2000",
+                           "--concurrency", "16"])
     load_after = os.getloadavg()
 
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
@@ -328,6 +460,8 @@ def main() -> None:
     doc += ["### Why `model.int8.tflite` is not 4× smaller", "", section_sizes(sizes), ""]
     doc += ["## 4. Tokenizer and detection post-processing", "", "### Tokenizer vs TextVectorization", "",
             section_text(text_output), "", "### Detection post-processing alone", "", section_detection(detection),
+            "", "## `edgecnn serve` under load", "", section_serve(serve_load),
+            "", "## 5. int8 against fp32: speed and size (issue 17)", "", section_int8(int8_speed, int8_size),
             "", "## What was done for these numbers, and what was left", "",
             ("- Start-up: `edgecnn infer` chose its default format from package metadata; `importlib.metadata` "
             "alone cost tens of ms of CPU per run. It now asks `importlib.util.find_spec`, and metadata is read only "
@@ -356,6 +490,8 @@ def main() -> None:
     raw.write_text(json.dumps({"machine": info, "load_before": load_before, "load_after": load_after,
                                "whole_process": whole, "in_process": inproc, "bench": benches,
                                "detection_postprocess": detection, "tokenizer": text_output, "tflite_size": sizes,
+                               "serve_load": serve_load,
+                               "int8_speed": int8_speed, "int8_size": int8_size,
                                "kept_from": kept_from or None},
                               indent=1) + "\n")
     say(f"wrote {args.out} and {raw.name}")

@@ -15,7 +15,9 @@ import click
 
 from .errors import EdgecnnError
 
+#: The model infer, eval and bench use without --model: the repository's digits export, when run where it is.
 DEFAULT_MODEL = os.path.join("exported", "digits-cnn")
+REFERENCE_EXPORTS = ("exported/digits-cnn", "exported/bbc-news", "exported/digit-detector")
 FORMAT_CHOICE = click.Choice(["onnx", "onnx-int8", "tflite", "tflite-int8"])
 
 
@@ -25,6 +27,23 @@ def _echo_json(data) -> None:
 
 def _progress(message: str) -> None:
     click.echo(f"  {message}", err=True)
+
+
+def _model_dir(model_dir: str | None, how: str = "pass --model EXPORT_FOLDER") -> str:
+    """``model_dir``, or the digits export in ./exported when none is given; else say what to pass.
+
+    Why not always ``exported/digits-cnn``: that path only exists in the repository's root, and elsewhere it used to
+    fail as a missing folder the user never named.
+    """
+    if model_dir is not None:
+        return model_dir
+    if os.path.isfile(os.path.join(DEFAULT_MODEL, "edgecnn.json")):
+        return DEFAULT_MODEL
+    from .errors import InputError
+
+    raise InputError(f"no model given: {how} (an 'edgecnn export' output folder, such as the "
+                     f"repository's {', '.join(REFERENCE_EXPORTS)}); without it, {DEFAULT_MODEL} is used when "
+                     "run from the repository's root")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,15 +74,33 @@ def cli(ctx, debug):
 @click.option("--out", required=True, help="Run folder to write.")
 def train(dataset, model_name, data, epochs, batch_size, patience, learning_rate, seed, no_augment, options,
           data_options, weights, out):
-    """Train a model on a dataset; writes model.keras, history and confusion plots, metrics.json."""
+    """Train a model on a dataset; writes model.keras, run.json, history and (classifiers) confusion plots,
+    metrics.json."""
+    import time
+
+    from .train.fit import files_written
     from .train.fit import train as run_training
 
+    started = time.time_ns()
     metrics = run_training(dataset, model_name, out, epochs=epochs, seed=seed, batch_size=batch_size,
                            patience=patience, learning_rate=learning_rate, augment=not no_augment, data=data,
                            model_options=_key_values(options), dataset_options=_key_values(data_options),
                            weights=weights)
     click.echo(json.dumps(metrics, indent=2))
-    click.echo(f"wrote {out}/model.keras, history.png, confusion.png, metrics.json")
+    click.echo(f"wrote {out}: {', '.join(files_written(out, started))}")
+
+
+def _numbers(option: str, text: str | None) -> list[float] | None:
+    """``"0.5"`` or ``"123.7,116.3,103.5"`` -> a list of floats (one, or one per channel)."""
+    if text is None:
+        return None
+    from .errors import InputError
+
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise InputError(f"{option} {text!r}: give one number or one per channel, comma-separated "
+                         "(e.g. 123.7,116.3,103.5)") from None
 
 
 def _key_values(pairs) -> dict:
@@ -83,7 +120,8 @@ def _key_values(pairs) -> dict:
 
 @cli.command()
 @click.argument("model_file", type=click.Path())
-@click.option("--out", required=True, help="Export folder to create or replace (atomically).")
+@click.option("--out", required=True,
+              help="Export folder to create, or an earlier export to replace (atomically).")
 @click.option("--formats", default="onnx,onnx-int8,tflite,tflite-int8", show_default=True,
               help="Comma-separated subset.")
 @click.option("--labels", help="Labels file (one per line or JSON list), for models not trained by edgecnn.")
@@ -93,34 +131,50 @@ def _key_values(pairs) -> dict:
 @click.option("--min-agreement", default=0.98, show_default=True, help="Lowest int8 top-1 agreement allowed.")
 @click.option("--max-map-drop", default=0.02, show_default=True, help="Largest int8 mAP@0.5 drop allowed.")
 @click.option("--samples-per-class", default=2, show_default=True)
+@click.option("--preprocess", type=click.Choice(["unit", "raw", "tf", "torch", "caffe"]),
+              help="Your model's input convention (keras.applications' modes): unit x/255, raw 0-255, tf [-1, 1], "
+                   "torch ImageNet mean/std, caffe BGR minus ImageNet mean (default: recognised, else unit).")
+@click.option("--mean", metavar="M[,M,M]", help="Per-channel mean on 0-255 pixels: input = (x - mean) / std.")
+@click.option("--std", metavar="S[,S,S]", help="Per-channel std on 0-255 pixels (with --mean).")
+@click.option("--scale", metavar="A[,A,A]", help="input = x * scale + offset, on 0-255 pixels.")
+@click.option("--offset", metavar="B[,B,B]", help="See --scale.")
+@click.option("--channels-order", type=click.Choice(["rgb", "bgr"]), help="Channel order the model expects.")
+@click.option("--outputs", "outputs_kind", type=click.Choice(["logits"]),
+              help="The model gives logits (no softmax): the runtime applies softmax.")
+@click.option("--multi-label", is_flag=True, help="One sigmoid per label: every label gets its own score.")
 @click.option("--json", "as_json", is_flag=True, help="Print the validation results as JSON.")
 def export(model_file, out, formats, labels, calibration, calibration_size, max_diff, min_agreement,
-           max_map_drop, samples_per_class, as_json):
-    """Export a .keras model to ONNX and TFLite (fp32 + int8), validated against Keras."""
+           max_map_drop, samples_per_class, preprocess, mean, std, scale, offset, channels_order, outputs_kind,
+           multi_label, as_json):
+    """Export a Keras model (.keras, .h5 or a SavedModel folder) to ONNX and TFLite (fp32 + int8), validated
+    against Keras."""
     from .export import export_model
-    from .report import metrics_table
+    from .report import metric_columns, metrics_table
 
+    preprocessing = {"preset": preprocess, "mean": _numbers("--mean", mean), "std": _numbers("--std", std),
+                     "scale": _numbers("--scale", scale), "offset": _numbers("--offset", offset),
+                     "channels_order": channels_order}
     data = export_model(model_file, out, formats=[f.strip() for f in formats.split(",") if f.strip()],
                         labels=labels, calibration=calibration, calibration_size=calibration_size,
                         thresholds={"max_diff": max_diff, "min_agreement": min_agreement,
                                     "max_map_drop": max_map_drop},
-                        samples_per_class=samples_per_class, progress=_progress)
+                        samples_per_class=samples_per_class, progress=_progress,
+                        preprocessing={k: v for k, v in preprocessing.items() if v is not None},
+                        head={"outputs": outputs_kind, "multi_label": multi_label})
     results = data["validation"]["results"]
     if as_json:
         _echo_json({"model": out, "task": data["task"], "results": results})
         return
-    columns = [c for c in ("accuracy", "map50", "map", "agreement", "max_abs_diff") if any(
-        c in r for r in results.values())]
-    click.echo(metrics_table(results, columns))
+    click.echo(metrics_table(results, metric_columns(results)))
     sizes = ", ".join(f"{k} {v['size'] / 1024:.0f} KiB" for k, v in data["files"].items())
     click.echo(f"wrote {out} ({sizes})")
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1)
-@click.option("--model", "model_dir", default=DEFAULT_MODEL, show_default=True, help="Export folder.")
+@click.option("--model", "model_dir", help=f"Export folder (default: {DEFAULT_MODEL}, if it is here).")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, help="Model file to run (default: fp32 ONNX if installed).")
-@click.option("--top-k", default=3, show_default=True)
+@click.option("--top-k", default=3, show_default=True, help="Classifiers: how many classes each result lists.")
 @click.option("--threads", type=int, help="Runtime threads (default: the runtime's choice).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input and line.")
 @click.option("--text", "texts", multiple=True, help="Text to classify (text models; repeatable).")
@@ -130,22 +184,34 @@ def export(model_file, out, formats, labels, calibration, calibration_size, max_
 @click.option("--threshold", type=float, help="Detection score threshold (default: the manifest's).")
 @click.option("--save", type=click.Path(), help="Detection: draw boxes into this PNG (or folder for several inputs).")
 @click.option("--watch", "watch_dir", type=click.Path(), help="Process each image that appears in this folder.")
-def infer(inputs, model_dir, fmt, top_k, threads, as_json, texts, text_files, lines_file, threshold, save,
-          watch_dir):
-    """Classify images or texts, or detect objects, with an exported model (no TensorFlow needed)."""
+@click.option("--settle", type=float, metavar="SECONDS",
+              help="--watch: how long a new file's size and time must stay unchanged before it is read "
+                   "(default: 1.0).")
+@click.pass_context
+def infer(ctx, inputs, model_dir, fmt, top_k, threads, as_json, texts, text_files, lines_file, threshold, save,
+          watch_dir, settle):
+    """Classify images or texts, or detect objects, with an exported model (no TensorFlow needed).
+
+    Every input gets one line: its result, or an error naming it. Exit code 0: all inputs ran; 2: some failed
+    (each said why); 1: some hit an unexpected error (a bug) - the others still ran.
+    """
+    from click.core import ParameterSource
+
     from .runtime.infer import run_inference
 
-    failures = run_inference(model_dir, inputs, fmt=fmt, top_k=top_k, threads=threads, as_json=as_json,
-                             texts=texts, text_files=text_files, lines_file=lines_file, threshold=threshold,
-                             save=save, watch_dir=watch_dir, emit=click.echo,
-                             report=lambda message: click.echo(f"error: {message}", err=True),
-                             inform=lambda message: click.echo(message, err=True))
-    if failures:
-        sys.exit(2)
+    given_top_k = None if ctx.get_parameter_source("top_k") is ParameterSource.DEFAULT else top_k
+    summary = run_inference(_model_dir(model_dir), inputs, fmt=fmt, top_k=given_top_k, threads=threads,
+                            as_json=as_json, texts=texts, text_files=text_files, lines_file=lines_file,
+                            threshold=threshold, save=save, watch_dir=watch_dir, settle=settle,
+                            debug=(ctx.obj or {}).get("debug", False), emit=click.echo,
+                            report=lambda message: click.echo(f"error: {message}", err=True),
+                            inform=lambda message: click.echo(message, err=True))
+    if summary.exit_code:
+        sys.exit(summary.exit_code)
 
 
 @cli.command(name="eval")
-@click.argument("model_dir", default=DEFAULT_MODEL)
+@click.argument("model_dir", required=False)
 @click.option("--formats", help="Comma-separated subset (default: every file in the export).")
 @click.option("--threads", type=int)
 @click.option("--json", "as_json", is_flag=True)
@@ -154,7 +220,8 @@ def evaluate_command(model_dir, formats, threads, as_json):
     from .evaluate import evaluate
     from .report import metrics_table
 
-    report = evaluate(model_dir, formats=formats.split(",") if formats else None, threads=threads,
+    report = evaluate(_model_dir(model_dir, "run edgecnn eval EXPORT_FOLDER"), formats=formats.split(",") if formats else None,
+                      threads=threads,
                       progress=None if as_json else lambda fmt: _progress(f"evaluating {fmt}"))
     if as_json:
         _echo_json(report)
@@ -169,7 +236,7 @@ def evaluate_command(model_dir, formats, threads, as_json):
 
 
 @cli.command()
-@click.argument("model_dir", default=DEFAULT_MODEL)
+@click.argument("model_dir", required=False)
 @click.option("--formats", help="Comma-separated subset, 'keras' included (default: every file, plus keras when "
                                 "TensorFlow and the source .keras file are here).")
 @click.option("--runs", default=100, show_default=True, help="Timed batch-1 calls per format (after warm-up).")
@@ -181,7 +248,7 @@ def bench(model_dir, formats, runs, batch, threads, as_json, plot_file):
     """Size, metric, load time, latency p50/p90/p99, throughput and peak RSS per format (one process each)."""
     from .bench import bench_table, benchmark, plot
 
-    report = benchmark(model_dir, formats=[f.strip() for f in formats.split(",") if f.strip()] if formats else None,
+    report = benchmark(_model_dir(model_dir, "run edgecnn bench EXPORT_FOLDER"), formats=[f.strip() for f in formats.split(",") if f.strip()] if formats else None,
                        runs=runs, batch=batch, threads=threads, progress=_progress)
     if plot_file:
         plot(report, plot_file)
@@ -193,38 +260,130 @@ def bench(model_dir, formats, runs, batch, threads, as_json, plot_file):
         click.echo(f"wrote {plot_file}")
 
 
+@cli.command(name="quantize-report")
+@click.argument("model_dir", default=DEFAULT_MODEL)
+@click.option("--formats", help="Comma-separated int8 formats (default: every int8 file in the export).")
+@click.option("--examples", default=64, show_default=True, help="Held-out examples to run.")
+@click.option("--top", default=10, show_default=True, help="Rows per file in the table (0: all; --json has all).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"files": {FORMAT: {"layers": [...]}}} as JSON.')
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Write a bar chart PNG of the worst layers.")
+def quantize_report(model_dir, formats, examples, top, as_json, plot_file):
+    """Per-layer error of each int8 file against its fp32 sibling (SQNR, max |error|), worst layers first."""
+    from .export.quantize import plot, quantization_report, report_text
+
+    report = quantization_report(model_dir, formats=[f.strip() for f in formats.split(",") if f.strip()]
+                                 if formats else None, examples=examples, progress=_progress)
+    if plot_file:
+        plot(report, plot_file)
+    if as_json:
+        _echo_json(report)
+        return
+    click.echo(report_text(report, top=top))
+    if plot_file:
+        click.echo(f"wrote {plot_file}")
+
+
 @cli.command()
 @click.argument("model_dir", required=False)
 @click.option("--json", "as_json", is_flag=True)
 def info(model_dir, as_json):
     """Summarize an export (manifest, files, runtimes), or this machine when no folder is given."""
+    from .report import info_text
     from .runtime.describe import describe_export, describe_platform
 
     data = describe_export(model_dir) if model_dir else describe_platform()
     if as_json:
         _echo_json(data)
         return
-    from .runtime.describe import format_description
+    click.echo(info_text(data))
 
-    click.echo(format_description(data))
+
+@cli.command()
+@click.argument("model_dirs", nargs=-1, metavar="DIR [DIR ...]")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", default=8000, show_default=True, help="TCP port (0: any free one, printed at start).")
+@click.option("--format", "fmt", type=FORMAT_CHOICE,
+              help="Model file to run (default: fp32 ONNX if installed).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Inference threads, each with its own session of every model (default: one per CPU).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Runtime threads per session (default: CPUs / workers).")
+@click.option("--max-body-mb", default=10.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Largest request body; larger ones get 413.")
+@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Most inputs in one request; more get 413.")
+@click.option("--max-queue", default=256, show_default=True, type=click.IntRange(min=0),
+              help="Requests that may wait for a worker; more get 503.")
+@click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
+def serve(model_dirs, host, port, fmt, workers, threads, max_body_mb, max_batch, max_queue, access_log):
+    """Serve models over HTTP: POST /v1/models/NAME:predict, GET /v1/models, /healthz, /metrics, page at /."""
+    from .serve import run
+
+    run(model_dirs or [_model_dir(None, "run edgecnn serve EXPORT_FOLDER [...]")], host=host, port=port,
+        fmt=fmt, workers=workers, threads=threads, max_body_bytes=int(max_body_mb * (1 << 20)),
+        max_batch=max_batch, max_queue=max_queue, access_log=access_log,
+        inform=lambda message: click.echo(message, err=True))
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("--out", required=True, help="Folder for index.html, its figures and explain.json (replaced whole).")
+@click.option("--text", "texts", multiple=True, help="Text to explain (text models; repeatable).")
+@click.option("--channels", default=8, show_default=True, help="Feature-map channels shown per convolution block.")
+@click.option("--class", "classes", multiple=True, metavar="LABEL",
+              help="Also show where the model looks for this class, besides the top one (repeatable).")
+def explain(model, inputs, out, texts, channels, classes):
+    """See inside a model (an export folder or a run's model.keras): layers, filters, feature maps, activations,
+    decision, where it looks, augmentation and predictions, as one HTML page."""
+    from .explain import explain_model
+
+    report = explain_model(model, out, images=inputs, texts=texts, channels=channels, classes=classes,
+                           progress=_progress)
+    figures = sum(len(s["figures"]) for s in report["sections"].values())
+    click.echo(f"wrote {os.path.join(out, 'index.html')} ({len(report['sections'])} sections, {figures} figures, "
+               f"{report['seconds']:.1f} s) and explain.json")
+    for line in report["unavailable"]:
+        click.echo(line, err=True)
 
 
 @cli.command()
 def datasets():
-    """List the registered datasets."""
-    from .report import table
-    from .train.datasets import list_datasets
+    """List the registered datasets and their -d options, with defaults."""
+    from .train.datasets import dataset_options, list_datasets, reads_files
+    from .train.options import describe_options
 
-    click.echo(table(["dataset", "task", "description"], [[d.name, d.task, d.help] for d in list_datasets()]))
+    click.echo(_listing([(d.name, d.task + (", reads --data" if reads_files(d.name) else ""), d.help,
+                          _options_line("-d", describe_options(dataset_options(d.name)))) for d in list_datasets()]))
 
 
 @cli.command()
 def models():
-    """List the registered model architectures."""
-    from .report import table
-    from .train.models import list_models
+    """List the registered model architectures and their -o options, with defaults."""
+    from .train.models import list_models, model_options
+    from .train.options import describe_options
 
-    click.echo(table(["model", "task", "description"], [[m.name, m.task, m.help] for m in list_models()]))
+    click.echo(_listing([(m.name, m.task, m.help, _options_line("-o", describe_options(model_options(m.name))))
+                         for m in list_models()]))
+
+
+def _options_line(flag: str, options: str) -> str:
+    return f"{flag} {options}" if options else f"no {flag} options"
+
+
+def _listing(entries) -> str:
+    """``name  task`` then the description and the options (defaults shown) indented below: option lists are too
+    long for a table column."""
+    import textwrap
+
+    width = max(len(name) for name, *_ in entries) + 2
+    lines = []
+    for name, task, description, options in entries:
+        lines.append(f"{name.ljust(width)}{task}")
+        for text in (description, options):
+            lines.extend(textwrap.wrap(text, 110, initial_indent="    ", subsequent_indent="      "))
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
