@@ -1,4 +1,4 @@
-"""Keras -> ONNX fp32 (tf2onnx) and ONNX int8 (onnxruntime.quantization, static QDQ, calibrated).
+"""Keras -> ONNX fp32 (tf2onnx) and ONNX int8 (onnxruntime.quantization, static QDQ, calibrated, U8S8).
 
 ``tf2onnx.convert.from_keras`` is broken on Keras 3 (tf2onnx issue #2448), so the model is wrapped in a
 ``tf.function`` whose input signature names the input and whose dict output names the outputs, and converted with
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import require
+from ..quiet import quiet_stderr
 
 OPSET = 17
 
@@ -34,7 +35,10 @@ def export_onnx(serving_fn, path: Path, metadata: dict[str, str] | None = None, 
     """
     tf2onnx = require("tf2onnx", "train", "ONNX export")
     onnx = require("onnx", "train", "ONNX export")
-    proto, _ = tf2onnx.convert.from_function(serving_fn, input_signature=serving_fn.input_signature, opset=opset)
+    with quiet_stderr():  # TensorFlow's graph optimizer and tf2onnx print from C++ and through logging
+        graph_def, input_names, output_names, renames = _frozen_graph(serving_fn)
+        proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=input_names, output_names=output_names,
+                                                  opset=opset, tensors_to_rename=renames)
     for value in list(proto.graph.input) + list(proto.graph.output):
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
@@ -48,6 +52,29 @@ def export_onnx(serving_fn, path: Path, metadata: dict[str, str] | None = None, 
     return path
 
 
+def _frozen_graph(serving_fn):
+    """The serving function's graph with every captured value made a constant: (graph_def, input tensor names,
+    output tensor names, {tensor name: our input/output name}).
+
+    Why not ``tf2onnx.convert.from_function``: it lists every non-resource input of the concrete function as a
+    graph input, and a Keras 3 ``Normalization`` layer's mean and variance are captured eager *tensors*, not
+    variables, so the ONNX file asked for ``.../normalization/Sub/y:0`` beside the image. Freezing with
+    ``convert_variables_to_constants_v2`` first folds variables and captured tensors alike into the graph.
+    """
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    concrete = serving_fn.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete)
+    specs = [spec for spec in serving_fn.input_signature]
+    inputs = [t.name for t in frozen.inputs][:len(specs)]
+    outputs = [t.name for t in frozen.outputs]
+    renames = {name: spec.name for name, spec in zip(inputs, specs)}
+    structured = concrete.structured_outputs
+    if isinstance(structured, dict):
+        renames.update({tensor.name: key for key, tensor in structured.items()})
+    return frozen.graph.as_graph_def(), inputs, outputs, renames
+
+
 class _Calibration:
     """onnxruntime's CalibrationDataReader over a list of batches (a class is what quantize_static expects)."""
 
@@ -58,17 +85,46 @@ class _Calibration:
         return next(self._feeds, None)
 
 
+#: The int8 recipe in one line, for the manifest and the docs.
+ONNX_INT8_RECIPE = "static QDQ, uint8 activations, per-channel int8 weights, MinMax calibration"
+
+
 def quantize_onnx(fp32_path: Path, path: Path, input_name: str, calibration: np.ndarray,
-                  batch_size: int = 16, exclude_op_types: tuple[str, ...] = ()) -> Path:
-    """Static int8 quantization in QDQ format, per-channel weights, calibrated on ``calibration`` (model inputs).
+                  batch_size: int = 16, exclude_op_types: tuple[str, ...] = (), *,
+                  activations: str = "uint8", per_channel: bool = True, reduce_range: bool = False,
+                  quant_format: str = "qdq", nodes_to_exclude: tuple[str, ...] = ()) -> Path:
+    """Static int8 quantization, per-channel weights, calibrated on ``calibration`` (model inputs).
 
     The model is first shape-inferred and optimized with ``quant_pre_process`` (needs sympy), as onnxruntime
-    recommends. Inputs and outputs stay float32; the int8 work happens inside.
+    recommends: without it MobileNetV2 int8 ran at 0.80x fp32 instead of 0.61x. Inputs and outputs stay float32;
+    the int8 work happens inside.
+
+    Args:
+        fp32_path, path: the float model to read and the int8 file to write.
+        input_name: the graph input the calibration arrays feed.
+        calibration: representative model inputs, fed ``batch_size`` at a time.
+        exclude_op_types: op types left in float (everything else onnxruntime can quantize is).
+        activations: ``"uint8"`` (default) or ``"int8"``. Activations are asymmetric, so both give the same grid
+            (a uint8 zero point is the int8 one + 128) and identical outputs; what differs is speed. onnxruntime
+            (1.32) fuses Q/DQ pairs around int8 activations into integer kernels only on ARM: on x86-64 part of
+            an S8S8 graph stays float between QuantizeLinear/DequantizeLinear, and int8 ran at 0.94x
+            (MobileNetV2 96x96) to 1.21x (digit detector) the fp32 time, against 0.61x and 0.58x with uint8
+            (U8S8: every Conv and Add fused; BENCHMARKS.md, section 5).
+        per_channel: one weight scale per output channel (default). Per-tensor weights were ~8 % faster on
+            MobileNetV2 but cost the digit detector 2.4 pts of int8 agreement.
+        reduce_range: 7-bit weights, for x86-64 CPUs without VNNI, where U8S8 products may saturate; off by
+            default (it cost the detector 0.16 pt mAP@0.5 here).
+        quant_format: ``"qdq"`` (default: portable, runs on every execution provider) or ``"qoperator"``
+            (QLinearConv & co. written out; measured no faster than QDQ once onnxruntime fuses it).
+        nodes_to_exclude: node names kept in float, e.g. the worst layers of
+            :func:`edgecnn.export.quantize.worst_layers`.
     """
     require("sympy", "train", "ONNX int8 quantization (quant_pre_process)")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    activation_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activations]
+    fmt = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[quant_format]
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
@@ -77,9 +133,10 @@ def quantize_onnx(fp32_path: Path, path: Path, input_name: str, calibration: np.
         if exclude_op_types:
             onnx = require("onnx", "train", "ONNX export")
             op_types = sorted({n.op_type for n in onnx.load(str(prepared)).graph.node} - set(exclude_op_types))
-        quantize_static(str(prepared), str(path), _Calibration(input_name, batches), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=op_types,
+        quantize_static(str(prepared), str(path), _Calibration(input_name, batches), quant_format=fmt,
+                        per_channel=per_channel, reduce_range=reduce_range, activation_type=activation_type,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        op_types_to_quantize=op_types, nodes_to_exclude=list(nodes_to_exclude) or None,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     return path
 
