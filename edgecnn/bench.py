@@ -114,6 +114,30 @@ def benchmark(model_dir: str | os.PathLike, formats: list[str] | None = None, ru
             except EdgecnnError as exc:
                 row["status"], row["error"] = "error", str(exc)
             report["results"][fmt] = row
+    flag_slow_int8(report)
+    return report
+
+
+def flag_slow_int8(report: dict) -> dict:
+    """Mark each ``X-int8`` row that measured slower (p50) than its fp32 sibling ``X`` in the same run.
+
+    int8 is there to be faster and smaller; where it is only smaller, the user should know which file to ship.
+    onnxruntime on x86-64 runs int8 *activations* (S8S8) in float between Quantize/Dequantize nodes, so int8 ONNX
+    files made before edgecnn quantized activations to uint8 can be slower than fp32 (benchmarks/int8_speed.py).
+    """
+    results = report["results"]
+    for fmt, row in results.items():
+        sibling = results.get(fmt[:-len("-int8")]) if fmt.endswith("-int8") else None
+        if not sibling or row.get("status") != "ok" or sibling.get("status") != "ok":
+            continue
+        slow, fast = row.get("p50_ms"), sibling.get("p50_ms")
+        if slow is None or fast is None or slow <= fast:
+            continue
+        base = fmt[:-len("-int8")]
+        row["status"] = "int8 slower than fp32"
+        report.setdefault("notes", []).append(
+            f"{fmt}: int8 slower than fp32 (p50 {slow:.2f} ms vs {fast:.2f} ms, {slow / fast:.2f}x); prefer {base} "
+            "on this machine, or re-export with this edgecnn (uint8 activations run as integer kernels)")
     return report
 
 

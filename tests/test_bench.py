@@ -115,3 +115,33 @@ def test_bench_table_has_one_number_format_per_column():
     for index in range(2, 9):
         cells = [line.split()[index] for line in lines]
         assert len({cell.partition(".")[2].__len__() for cell in cells}) == 1, cells
+
+
+def _row(p50: float) -> dict:
+    return {"status": "ok", **dict.fromkeys(RESULT_KEYS), "p50_ms": p50}
+
+
+def test_bench_flags_an_int8_row_slower_than_its_fp32_sibling():
+    """int8 is there to be faster: a row that is not says so, in the row and in a note that says what to prefer."""
+    from edgecnn.bench import bench_table, flag_slow_int8
+
+    report = {"model": "m", "task": "image-classification", "runs": 5, "batch": 1, "threads": None,
+              "inputs": "samples", "notes": [],
+              "results": {"onnx": _row(1.0), "onnx-int8": _row(1.5), "tflite": _row(2.0), "tflite-int8": _row(1.0)}}
+    flag_slow_int8(report)
+    assert report["results"]["onnx-int8"]["status"] == "int8 slower than fp32"
+    assert report["results"]["tflite-int8"]["status"] == "ok"
+    assert report["results"]["onnx"]["status"] == report["results"]["tflite"]["status"] == "ok"
+    assert [n for n in report["notes"] if n.startswith("onnx-int8: int8 slower than fp32 (p50 1.50 ms vs 1.00 ms")]
+    assert "prefer onnx" in report["notes"][0]
+    assert "int8 slower than fp32" in bench_table(report)
+
+
+def test_bench_does_not_flag_int8_without_a_measured_fp32_sibling():
+    from edgecnn.bench import flag_slow_int8
+
+    report = {"notes": [], "results": {"onnx-int8": _row(1.5), "tflite": {**_row(None), "status": "error"},
+                                       "tflite-int8": _row(9.0)}}
+    flag_slow_int8(report)
+    assert all(row["status"] != "int8 slower than fp32" for row in report["results"].values())
+    assert report["notes"] == []
