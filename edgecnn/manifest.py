@@ -401,6 +401,10 @@ def _check_preprocessing(top: Fields, task: str, input_section: dict) -> None:
             prep.string(key)
     prep.string("resize", RESIZE_FILTERS, default="bilinear")
     prep.integer("background", 0, 255, default=0)
+    prep.string("polarity", ("none", "auto"), default="none")  # runtime.image.match_polarity
+    if prep.string("fit", ("none", "ink"), default="none") == "ink":  # runtime.image.fit_ink
+        prep.integer("fit_size", 1, min(width, height), default=min(width, height))
+        prep.number("fit_threshold", 0.0, 1.0, default=0.5)
     prep.string("layout", ("NHWC",), default="NHWC")
     if input_section["shape"][1:] != [height, width, channels]:
         raise Fields(input_section, top.where, "input").error(

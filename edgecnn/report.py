@@ -70,7 +70,7 @@ def metrics_table(results: dict[str, dict], columns: Sequence[str]) -> str:
     return table(["format", *columns] + (["error"] if errors else []), rows)
 
 
-METRIC_COLUMNS = ("accuracy", "map50", "map", "agreement", "max_abs_diff")
+METRIC_COLUMNS = ("accuracy", "f1", "map50", "map", "agreement", "max_abs_diff")
 
 
 def metric_columns(results: dict[str, dict]) -> list[str]:

@@ -10,6 +10,7 @@ folder of other things or one that holds the export's own inputs: that is checke
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
@@ -23,7 +24,7 @@ import numpy as np
 
 from .. import __version__
 from .. import manifest as manifest_io
-from ..errors import ExportRefusedError, InputError
+from ..errors import EdgecnnError, ExportRefusedError, InputError
 from ..folders import make_staging, recover_swapped, swap_in
 from ..manifest import FORMAT_FILES, FORMATS
 
@@ -34,7 +35,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
                  labels: str | None = None, calibration: str | None = None, calibration_size: int = 200,
                  thresholds: dict | None = None, samples_per_class: int = 2, seed: int = 0,
                  progress: Callable[[str], None] | None = None, preprocessing: dict | None = None,
-                 head: dict | None = None) -> dict:
+                 head: dict | None = None, text: dict | None = None) -> dict:
     """Export a Keras model to the given formats in ``out``, validated; returns the manifest.
 
     Args:
@@ -54,6 +55,8 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
             recognised keras.applications architecture, else ``unit``.
         head: ``{"outputs": "logits"}`` (the model gives logits: the runtime applies softmax) and/or
             ``{"multi_label": True}`` (one sigmoid per label); default: read from the last layer's activation.
+        text: text models on token ids: ``{"vocabulary": FILE, "sequence_length": N, "standardize": MODE}`` (see
+            :mod:`edgecnn.export.user_text`); a model starting with ``TextVectorization`` needs none of them.
 
     Raises:
         InputError: ``out`` is a file, a folder that is not an earlier export, or holds an input of this export
@@ -75,18 +78,21 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
         out = Path(os.path.abspath(out))
     recover_swapped(out)
     _check_model_path(model_path)
-    _check_target(out, _inputs_of(model_path, labels, calibration))
+    _check_target(out, _inputs_of(model_path, labels, calibration) + [
+        Path(p) for p in [(text or {}).get("vocabulary")] if p and os.path.lexists(p)])
 
     from ..evaluate import measure
     from ..keras_io import import_tensorflow, keras_outputs, load_keras_model
     from .onnx import export_onnx, onnx_metadata, quantize_onnx
     from .tasks import adapter_for
     from .tflite import export_tflite, tensor_quantization
+    from .user_text import user_text_model
 
     tf = import_tensorflow()
     say(f"loading {model_path}")
     model = load_keras_model(model_path)
-    run, splits = _run_and_splits(model, model_path, labels, calibration, seed, preprocessing, head)
+    model, text = user_text_model(model, model_path, text)  # a TextVectorization first layer is cut off
+    run, splits = _run_and_splits(model, model_path, labels, calibration, seed, preprocessing, head, text)
     adapter = adapter_for(run["task"])(model, splits, run)
     sections = adapter.manifest_sections()
     inputs, targets = adapter.model_inputs(splits.x_test), splits.y_test
@@ -104,23 +110,27 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
         files: dict[str, dict] = {}
         if "onnx" in formats or "onnx-int8" in formats:
             say("ONNX fp32 (tf2onnx)")
-            export_onnx(serve, staging / FORMAT_FILES["onnx"], onnx_metadata(run["task"], splits.labels))
+            with _converting("onnx", formats):
+                export_onnx(serve, staging / FORMAT_FILES["onnx"], onnx_metadata(run["task"], splits.labels))
             files["onnx"] = {"precision": "fp32", "runtime": "onnxruntime"}
         if "onnx-int8" in formats:
             say(f"ONNX int8 (onnxruntime static QDQ, {len(calib)} calibration examples)")
-            quantize_onnx(staging / FORMAT_FILES["onnx"], staging / FORMAT_FILES["onnx-int8"],
-                          sections["input"]["name"], calib,
-                          exclude_op_types=tuple(run.get("onnx_int8_exclude", ())))
+            with _converting("onnx-int8", formats):
+                quantize_onnx(staging / FORMAT_FILES["onnx"], staging / FORMAT_FILES["onnx-int8"],
+                              sections["input"]["name"], calib,
+                              exclude_op_types=tuple(run.get("onnx_int8_exclude", ())))
             files["onnx-int8"] = {"precision": "int8", "runtime": "onnxruntime",
                                   "quantization": {"method": "static QDQ, per-channel weights, MinMax calibration",
                                                    "calibration_examples": len(calib)}}
         if "tflite" in formats:
             say("TFLite fp32")
-            export_tflite(serve, model, staging / FORMAT_FILES["tflite"])
+            with _converting("tflite", formats):
+                export_tflite(serve, model, staging / FORMAT_FILES["tflite"])
             files["tflite"] = {"precision": "fp32", "runtime": "litert"}
         if "tflite-int8" in formats:
             say(f"TFLite int8 (full integer, {len(calib)} calibration examples)")
-            export_tflite(serve, model, staging / FORMAT_FILES["tflite-int8"], calibration=calib, int8=True)
+            with _converting("tflite-int8", formats):
+                export_tflite(serve, model, staging / FORMAT_FILES["tflite-int8"], calibration=calib, int8=True)
             files["tflite-int8"] = {"precision": "int8", "runtime": "litert",
                                     "quantization": {"method": "full integer (TFLITE_BUILTINS_INT8)",
                                                      "calibration_examples": len(calib),
@@ -170,7 +180,24 @@ def _score(sections: dict, outputs, targets) -> dict:
 
 
 def _fmt_metric(metric: dict) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in metric.items())
+    """The headline metrics on one line (per-label ``f1:LABEL`` values are in the manifest, not here)."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in metric.items() if ":" not in k and v is not None)
+
+
+@contextlib.contextmanager
+def _converting(fmt: str, formats: list[str]):
+    """A converter's own failure (tf2onnx, the TFLite converter, onnxruntime's quantizer) on a model Keras runs is
+    a refusal naming the format, in one line, not an internal error: the other formats may still export."""
+    try:
+        yield
+    except EdgecnnError:
+        raise
+    except Exception as exc:  # converters raise anything, from ValueError to ConverterError
+        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+        others = [f for f in formats if f != fmt and not (fmt == "onnx" and f == "onnx-int8")]
+        hint = f"export the others with --formats {','.join(others)}" if others else "this model cannot be exported"
+        raise ExportRefusedError(f"export refused, {fmt}: the converter failed on this model "
+                                 f"({type(exc).__name__}: {text}); {hint}") from exc
 
 
 def _chance_warning(sections: dict, metric: dict, targets) -> str | None:
@@ -194,24 +221,39 @@ def _source_sha256(model_path: Path) -> str:
 
 
 def _run_and_splits(model, model_path: Path, labels: str | None, calibration: str | None, seed: int,
-                    preprocessing: dict | None = None, head: dict | None = None):
+                    preprocessing: dict | None = None, head: dict | None = None, text: dict | None = None):
     """run.json beside the model (edgecnn-trained) or labels + calibration (any Keras classifier)."""
     from ..presets import choose_preprocessing
     from ..train.datasets import DATASETS, image_preprocessing, load_dataset
     from ..train.fit import RUN_FILE
     from .tasks import classifier_head, image_model_shape, read_labels
+    from .user_text import takes_token_ids, text_run_and_splits
 
     run_file = model_path.parent / RUN_FILE
     if run_file.is_file() and not calibration and not model_path.is_dir():
+        given = [f"--{ {'preset': 'preprocess'}.get(k, k).replace('_', '-')}"
+                 for k, v in {**(preprocessing or {}), **(head or {})}.items() if v]
+        if given:
+            raise InputError(f"{model_path} was trained by edgecnn: its preprocessing and head come from {run_file}, "
+                             f"so {', '.join(given)} would be ignored; leave {'them' if len(given) > 1 else 'it'} "
+                             "out (or pass --calibration to export it as a model of your own)")
         run = json.loads(run_file.read_text())
         dataset = run["dataset"]
         splits = load_dataset(dataset["name"], seed=dataset.get("seed", 0), **dataset.get("options", {}))
+        # The run's own record wins: a backbone's trainer adds its preset (scale, offset) to the dataset's.
+        splits.preprocessing = run.get("preprocessing") or splits.preprocessing
         if labels:
             splits.labels = read_labels(labels)
+            width = int(model.outputs[0].shape[-1])
+            if run["task"] != "object-detection" and len(splits.labels) != width:
+                raise InputError(f"--labels {labels} lists {len(splits.labels)} labels but {model_path} gives "
+                                 f"{width} class scores; give one label per output, in order")
         return run, splits
     if not calibration:
         raise InputError(f"{model_path} has no {RUN_FILE} beside it (not trained by edgecnn): pass --labels FILE "
                          "and --calibration DATASET_OR_FOLDER")
+    if text or takes_token_ids(model):  # a user's text model: its vocabulary, not run.json
+        return text_run_and_splits(model, model_path, labels, calibration, seed, text, head)
     height, width, channels = image_model_shape(model, model_path)
     if calibration in DATASETS or not Path(calibration).exists():
         splits = load_dataset(calibration, seed=seed)

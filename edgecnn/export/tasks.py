@@ -156,7 +156,7 @@ def image_model_shape(model, model_path) -> tuple[int, int, int]:
 
 
 def classifier_head(model, model_path, splits: Splits, outputs: str | None = None,
-                    multi_label: bool = False) -> tuple[str, str]:
+                    multi_label: bool = False, probe_inputs: np.ndarray | None = None) -> tuple[str, str]:
     """(manifest ``outputs[0].kind``, why) for a user's classifier, with its labels checked against the width.
 
     Read from the last layer's activation: softmax -> ``probabilities``; one sigmoid unit -> ``sigmoid`` (binary,
@@ -168,7 +168,7 @@ def classifier_head(model, model_path, splits: Splits, outputs: str | None = Non
     activation = last_activation(model)
     how = f"last layer's activation {activation}"
     if activation is None:
-        activation, how = _probe_activation(model, splits, width), "outputs on held-out images"
+        activation, how = _probe_activation(model, splits, width, probe_inputs), "outputs on held-out examples"
     detected = {"softmax": "probabilities", "sigmoid": "sigmoid" if width == 1 else "multi-label"}.get(
         activation, "logits")
     kind, reason = detected, f"{detected}, from the {how}"
@@ -193,9 +193,10 @@ def classifier_head(model, model_path, splits: Splits, outputs: str | None = Non
     return kind, reason
 
 
-def _probe_activation(model, splits: Splits, width: int) -> str:
+def _probe_activation(model, splits: Splits, width: int, x: np.ndarray | None = None) -> str:
     """``softmax``, ``sigmoid`` or ``linear``, judged from the model's outputs on a few held-out images."""
-    x = INPUT_BUILDERS["image-classification"]({"preprocessing": splits.preprocessing}, splits.x_test[:16])
+    if x is None:  # text models pass their token ids
+        x = INPUT_BUILDERS["image-classification"]({"preprocessing": splits.preprocessing}, splits.x_test[:16])
     y = np.asarray(model.predict(x, verbose=0), dtype=np.float64).reshape(len(x), -1)
     if y.size and y.min() >= 0 and y.max() <= 1:
         if width > 1 and np.allclose(y.sum(axis=1), 1.0, atol=1e-3):

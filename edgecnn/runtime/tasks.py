@@ -7,7 +7,6 @@ and ``edgecnn eval``/``bench`` call the same :meth:`predict` that users call, so
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,9 +43,14 @@ class Classification:
     categories: list[Category]
     input: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: multi-label heads: ``categories`` are the labels whose own score reached ``threshold`` (maybe none)
+    multi_label: bool = False
+    threshold: float | None = None
 
     @property
     def top(self) -> Category:
+        if not self.categories:
+            raise IndexError(f"no label of {self.input or 'this input'} reached the threshold {self.threshold}")
         return self.categories[0]
 
     @property
@@ -64,10 +68,14 @@ class Classification:
     def __str__(self) -> str:
         ranked = ", ".join(f"{c.label} {c.score:.3f}" for c in self.categories)
         notes = f"  ({'; '.join(self.notes)})" if self.notes else ""
+        if self.multi_label:
+            return f"{self.input or '<input>'}: multi-label (score >= {self.threshold:g}) [{ranked or 'none'}]{notes}"
         return f"{self.input or '<input>'}: {self.label}  [{ranked}]{notes}"
 
     def to_dict(self) -> dict:
         data = {"input": self.input, "predictions": [c.to_dict() for c in self.categories]}
+        if self.multi_label:
+            data.update(multi_label=True, threshold=self.threshold)
         if self.notes:
             data["notes"] = list(self.notes)
         return data
@@ -104,9 +112,20 @@ def choose_format(manifest: manifest_io.Manifest, requested: str | None) -> str:
 
 
 class Task:
-    """Shared plumbing: manifest, format choice, one backend per instance."""
+    """Shared plumbing: manifest, format choice, one backend per instance.
+
+    Opening checks the export before any input is seen: the manifest field by field (``manifest.read``), the model
+    file against its sha256, and the manifest against the file itself, so that labels of another model (3, 0 or
+    100 labels for 10 class scores) or a manifest of another input size are a one-line ModelError, not answers.
+
+    Thread safety: a task object may be shared by any number of threads; each call gives exactly what a serial call
+    would. Nothing a call touches is mutated after ``__init__`` except inside the backend, which is safe for
+    concurrent calls (onnxruntime sessions are; LiteRT interpreters are pooled, one per call in flight).
+    """
 
     task: str = ""
+    #: The output whose last dimension holds one score per label: its manifest name, or None for the first output.
+    class_scores_output: str | None = None
 
     def __init__(self, model: str | os.PathLike | manifest_io.Manifest, format: str | None = None,
                  threads: int | None = None):
@@ -117,8 +136,9 @@ class Task:
         self.format = choose_format(self.manifest, format)
         self.threads = threads
         path = self.manifest.verify_file(self.format)
-        outputs = [o["name"] for o in self.manifest.get("outputs", [])]
+        outputs = [o["name"] for o in self.manifest["outputs"]]
         self.backend: Backend = open_backend(path, self.manifest["input"]["name"], outputs, threads)
+        _check_model_file(self.manifest, self.backend, path, self.class_scores_output)
 
     @property
     def labels(self) -> list[str]:
@@ -133,12 +153,51 @@ class Task:
         return self.run(inputs)
 
 
+def _check_model_file(manifest: manifest_io.Manifest, backend: Backend, path, scores_output: str | None) -> None:
+    """The manifest must describe the model file it sits beside: label count and tensor shapes."""
+    where = manifest.folder / manifest_io.MANIFEST_NAME
+    names = [o["name"] for o in manifest["outputs"]]
+    scores_shape = backend.output_shapes[names.index(scores_output) if scores_output else 0]
+    width = scores_shape[-1] if scores_shape else None
+    scores = manifest["outputs"][names.index(scores_output) if scores_output else 0]
+    if width is not None and width != manifest_io.scores_width(scores, manifest.labels):
+        raise ModelError(f"{where} lists {len(manifest.labels)} labels but {path} gives {width} class scores"
+                         f"{' (one sigmoid unit takes 2 labels)' if scores.get('kind') == 'sigmoid' else ''}; "
+                         "restore the labels that came with this model or re-run 'edgecnn export'")
+    declared = [("input", manifest["input"]["shape"], backend.input_shape)]
+    declared += [(f"output {o['name']!r}", o["shape"], actual)
+                 for o, actual in zip(manifest["outputs"], backend.output_shapes) if "shape" in o]
+    for what, expected, actual in declared:
+        if actual and (len(expected) != len(actual) or any(a is not None and b is not None and a != b
+                                                           for a, b in zip(expected, actual))):
+            raise ModelError(f"{where} gives the {what} shape {_shape_text(expected)} but {path} has "
+                             f"{_shape_text(actual)}; the manifest belongs to another model: restore it or re-export")
+
+
+def _shape_text(shape) -> str:
+    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+
+
 def as_probabilities(output: np.ndarray, manifest: dict) -> np.ndarray:
-    """A classifier's first output as probabilities: softmax applied when the manifest says it gives logits."""
-    if manifest["outputs"][0].get("kind") != "logits":
+    """A classifier's first output as one score per label, whatever its head (the manifest's ``outputs[0].kind``):
+
+    - ``probabilities`` (softmax) and ``multi-label`` (one sigmoid per label) as they are;
+    - ``logits``: softmax applied;
+    - ``sigmoid`` (one unit, binary): ``[1 - p, p]``, the labels being [negative, positive].
+    """
+    kind = manifest["outputs"][0].get("kind")
+    if kind == "sigmoid":
+        p = output.reshape(len(output), -1)[:, :1].astype(np.float32)
+        return np.concatenate([1.0 - p, p], axis=1)
+    if kind != "logits":
         return output
     shifted = np.exp(output - output.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def is_multi_label(manifest: dict) -> bool:
+    """True when every label has its own independent score (a sigmoid per label), not a share of one."""
+    return manifest["outputs"][0].get("kind") == "multi-label"
 
 
 class _Classifier(Task):
@@ -151,18 +210,37 @@ class _Classifier(Task):
     def outputs(self, inputs: np.ndarray) -> list[np.ndarray]:
         return [self.predict(inputs)]
 
+    #: multi-label heads: the score a label needs to be reported (None: the manifest's, else 0.5)
+    threshold: float | None = None
+
     def _rank(self, probabilities: np.ndarray, top_k: int, source: str | None) -> Classification:
-        k = max(1, min(int(top_k), probabilities.shape[-1]))
-        order = np.argsort(-probabilities, kind="stable")[:k]
+        order = np.argsort(-probabilities, kind="stable")
         labels = self.labels
+        multi = is_multi_label(self.manifest)
+        if multi:  # every label that reached the threshold: top_k is no cut-off for independent labels
+            order = [i for i in order if probabilities[i] >= self.label_threshold]
+        else:
+            order = order[:max(1, min(int(top_k), probabilities.shape[-1]))]
         categories = [
             Category(int(i), float(probabilities[i]), labels[i] if i < len(labels) else str(int(i))) for i in order
         ]
-        return Classification(categories, source)
+        return Classification(categories, source, multi_label=multi,
+                              threshold=self.label_threshold if multi else None)
+
+    @property
+    def label_threshold(self) -> float:
+        """The score a label of a multi-label head needs to be reported: ``threshold`` if set, else the
+        manifest's ``outputs[0].threshold``, else 0.5."""
+        if self.threshold is not None:
+            return float(self.threshold)
+        return float(self.manifest["outputs"][0].get("threshold", 0.5))
 
 
 class ImageClassifier(_Classifier):
     """Classify images: a path, bytes, PIL image or uint8 array in; a :class:`Classification` out.
+
+    One object may be shared by any number of threads, in every format; each call returns exactly what it would
+    alone (see :class:`Task`).
 
     Example::
 
@@ -203,6 +281,9 @@ class TextClassifier(_Classifier):
     vocabulary the manifest carries. A text with no tokens (empty, whitespace or punctuation only) is still
     classified - the model sees an all-padding input - and the result's ``notes`` say so; so do they for a text cut
     at the sequence length and for one with no known word.
+
+    One object may be shared by any number of threads, in every format; each call returns exactly what it would
+    alone (see :class:`Task`).
 
     Example::
 
@@ -272,32 +353,31 @@ def load_tokenizer(manifest: manifest_io.Manifest) -> text_io.Tokenizer:
     """The tokenizer of a text export: its ``text`` section, with the vocabulary inline or in a hashed file.
 
     A vocabulary file (``text.vocabulary_file``: path, sha256) must exist inside the export folder and match its
-    sha256, or the ids would silently mean other words.
+    sha256, or the ids would silently mean other words. The sequence length must be the model input's.
     """
-    section = manifest.get("text")
-    if not isinstance(section, dict):
-        raise ModelError(f"{manifest.folder}/{manifest_io.MANIFEST_NAME} has no 'text' section (vocabulary, "
-                         "sequence length); re-run 'edgecnn export'")
+    where = manifest.folder / manifest_io.MANIFEST_NAME
+    if not isinstance(manifest.get("text"), dict):
+        raise ModelError(f"{where} has no 'text' section (vocabulary, sequence length); re-run 'edgecnn export'")
+    section = manifest_io.Fields(manifest["text"], where, "text")
     vocabulary = None
-    entry = section.get("vocabulary_file")
-    if "vocabulary" not in section and isinstance(entry, dict) and isinstance(entry.get("path"), str):
-        path = manifest_io.resolve_inside(manifest.folder, entry["path"])
+    if "vocabulary" not in section.section and "vocabulary_file" in section.section:
+        entry = section.section_of("vocabulary_file")
+        path = manifest_io.resolve_inside(manifest.folder, entry.string("path"))
+        expected = entry.string("sha256") if "sha256" in entry.section else None
         if not path.is_file():
             raise ModelError(f"vocabulary file {path} named in {manifest_io.MANIFEST_NAME} is missing; "
                              "copy the whole export folder or re-run 'edgecnn export'")
-        if entry.get("sha256") and manifest_io.sha256_of(path) != entry["sha256"]:
+        if expected is not None and manifest_io.sha256_of(path) != expected:
             raise ModelError(f"vocabulary file {path} does not match the sha256 in {manifest_io.MANIFEST_NAME} "
                              "(changed or truncated); copy it again or re-run 'edgecnn export'")
-        try:
-            vocabulary = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"vocabulary file {path} is not a JSON list of tokens ({exc}); re-export") from None
+        vocabulary = manifest_io.load_json(path, "re-run 'edgecnn export'")
         if not isinstance(vocabulary, list):
             raise ModelError(f"vocabulary file {path} is not a JSON list of tokens; re-run 'edgecnn export'")
-    elif not isinstance(section.get("vocabulary"), list):
-        raise ModelError(f"{manifest.folder}/{manifest_io.MANIFEST_NAME}: the text section has no vocabulary "
-                         "list or vocabulary_file; re-run 'edgecnn export'")
-    return text_io.Tokenizer.from_manifest_section(section, vocabulary)
+    tokenizer = text_io.Tokenizer.from_manifest_section(section.section, vocabulary, where)
+    if tokenizer.sequence_length != manifest["input"]["shape"][1]:
+        raise ModelError(f"{where}: text.sequence_length {tokenizer.sequence_length} differs from the model input's "
+                         f"{manifest['input']['shape'][1]} tokens (input.shape); fix it or re-run 'edgecnn export'")
+    return tokenizer
 
 
 @dataclass(frozen=True)
@@ -366,6 +446,9 @@ class ObjectDetector(Task):
     The model gives raw head tensors; :mod:`edgecnn.runtime.detection` decodes them (threshold, class-wise NMS)
     the same way for every format, and maps boxes back to the original image's pixels whatever its size.
 
+    One object may be shared by any number of threads, in every format; each call returns exactly what it would
+    alone (see :class:`Task`).
+
     Example::
 
         detector = ObjectDetector("exported/digit-detector", format="tflite-int8")
@@ -376,6 +459,7 @@ class ObjectDetector(Task):
     """
 
     task = "object-detection"
+    class_scores_output = "scores"
 
     def __init__(self, model, format: str | None = None, threads: int | None = None):
         super().__init__(model, format=format, threads=threads)
@@ -385,9 +469,19 @@ class ObjectDetector(Task):
         if not isinstance(section, dict) or section.get("box_encoding") != detection.BOX_ENCODING:
             raise ModelError(f"{self.manifest.folder}/{manifest_io.MANIFEST_NAME} has no 'detection' section with "
                              f"box_encoding {detection.BOX_ENCODING!r}; re-export it with this edgecnn")
-        self.spec = detection.DecodeSpec.from_section(section)
+        where = self.manifest.folder / manifest_io.MANIFEST_NAME
+        self.spec = detection.DecodeSpec.from_section(section, where)
+        prep = self.manifest["preprocessing"]
+        if self.spec.input_size != (prep["width"], prep["height"]):  # boxes are scaled back by it
+            raise ModelError(f"{where}: detection.input_size {list(self.spec.input_size)} differs from the model "
+                             f"input's [{prep['width']}, {prep['height']}] (preprocessing width, height); "
+                             "fix it or re-run 'edgecnn export'")
         names = [o["name"] for o in self.manifest["outputs"]]
         self._boxes, self._scores = names.index("boxes"), names.index("scores")
+        grid = tuple(self.backend.output_shapes[self._scores][1:3])
+        if None not in grid and grid != self.spec.grid:
+            raise ModelError(f"{where}: detection.grid {list(self.spec.grid)} differs from the {list(grid)} grid of "
+                             "the model file's scores; fix it or re-run 'edgecnn export'")
 
     @property
     def threshold(self) -> float:
