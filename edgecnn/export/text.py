@@ -3,7 +3,9 @@
 The graph starts at token ids (the tokenizer stays outside it, reproduced by ``runtime/text.py``), so the int8
 TFLite file keeps its int32 input - ids are indices, not values to quantize - and only the embedding table and what
 follows become int8. Model inputs for validation and calibration are made by the runtime tokenizer from the
-manifest's ``text`` section, i.e. by exactly the code users run.
+manifest's ``text`` section, i.e. by exactly the code users run. That section is ``run.json``'s for a model
+``edgecnn train`` made, and made by ``user_text.py`` (from ``--vocabulary`` or the model's own TextVectorization
+layer) for any other.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ class TextClassificationAdapter(ImageClassificationAdapter):
             raise ModelError("this text model has no 'text' section (vocabulary, sequence length) in its run.json; "
                              "train it with 'edgecnn train' so the tokenizer can be exported with it")
         self.tokenizer = Tokenizer.from_manifest_section(run["text"])
-        length = int(model.inputs[0].shape[-1])
-        if length != self.tokenizer.sequence_length:
+        length = model.inputs[0].shape[-1]  # None: a user's model on ids of any length (export/user_text.py)
+        if length is not None and int(length) != self.tokenizer.sequence_length:
             raise ModelError(f"the model takes {length} tokens but run.json says sequence_length "
                              f"{self.tokenizer.sequence_length}; export the model.keras of that run")
 
