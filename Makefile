@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-train-tflite-dev
+STAMP := $(VENV)/.installed-train-tflite-video-dev
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q
 EPOCHS ?= 60
 
@@ -12,10 +12,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP_INSTALL) -c constraints.txt -e '.[train,tflite,dev]'
+	$(PIP_INSTALL) -c constraints.txt -e '.[train,tflite,video,dev]'
 	touch $(STAMP)
 
-## install: the venv with the runtime and the train, tflite and dev extras (versions pinned by constraints.txt)
+## install: the venv with the runtime and the train, tflite, video and dev extras (versions pinned by constraints.txt)
 install: $(STAMP)
 
 ## demo: train the seed CNN on digits, export every format with parity, classify the samples
@@ -35,8 +35,12 @@ test-fast: install
 ## export: rebuild the committed reference exports in exported/
 export: export-digits export-text export-detector
 
+# The digits model reads digits drawn or printed dark on light at any size: the runtime inverts a light-ground image
+# and crops, scales and centres its ink as training framed the 8x8 digits (polarity=auto, fit=ink, in the manifest);
+# strokes=true adds a thinner and a bolder copy of each training digit. edgecnn eval scores it on drawn-digits too.
 export-digits: install
-	$(BIN)/edgecnn train --dataset digits --model seed-cnn --epochs $(EPOCHS) --patience 10 --seed 0 --out runs/digits-cnn
+	$(BIN)/edgecnn train --dataset digits --model seed-cnn --epochs $(EPOCHS) --patience 10 --seed 0 \
+		-d polarity=auto -d fit=ink -d strokes=true --out runs/digits-cnn
 	$(BIN)/edgecnn export runs/digits-cnn/model.keras --out exported/digits-cnn
 
 # Kim's multi-width text CNN on BBC News beside a wide path that is logistic regression on binary TF-IDF computed in

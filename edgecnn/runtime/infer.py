@@ -6,13 +6,22 @@ unexpected exception on one input (a bug in edgecnn or a library) is reported th
 other inputs still run; only the exit code tells the two apart (:attr:`InferSummary.exit_code`). Options that do
 not apply to the model's task (``--threshold`` on a classifier, ``--top-k`` on a detector) are refused up front
 rather than silently ignored.
+
+The inputs are one stream of ``(name, payload)`` items whatever they come from: files, folders and quoted globs
+(an image path each), texts and lines (a text each), and video files, cameras and streams (a
+:class:`~edgecnn.runtime.sources.Frame` each, read as its turn comes; see :mod:`edgecnn.runtime.sources`). Each item
+goes through the same attempt (:func:`attempt`): in this process, or with ``--workers N`` in N worker processes
+(:mod:`edgecnn.runtime.parallel`), whose outcomes come back in input order. A frame's line also carries its index
+and timestamp. A run with a video source ends cleanly on Ctrl-C or SIGTERM, as ``--watch`` does, and informs a
+summary per source (frames read, inferred, dropped, mean fps).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,56 +48,152 @@ class InferSummary:
         return 1 if self.crashed else 2 if self.failed else 0
 
 
+@dataclass
+class FrameOptions:
+    """Which frames of a video source are inferred (see :mod:`edgecnn.runtime.sources`); None: not given."""
+
+    stride: int | None = None
+    max_fps: float | None = None
+    latest: bool = False
+
+    def given(self) -> list[str]:
+        return [name for name, value in (("--stride", self.stride), ("--max-fps", self.max_fps),
+                                         ("--latest", self.latest or None)) if value is not None]
+
+
+@dataclass
+class Outcome:
+    """What one item's attempt gave: a result, an EdgecnnError's message, or an unexpected exception's."""
+
+    result: object = None
+    error: str | None = None
+    crash: str | None = None
+    traceback: str | None = None
+
+
+def attempt(process: Callable, payload) -> Outcome:
+    """Run ``process(payload)``; never raise (one input's failure must not cost the others their results)."""
+    try:
+        if isinstance(payload, EdgecnnError):
+            raise payload
+        return Outcome(result=process(payload))
+    except EdgecnnError as exc:
+        return Outcome(error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one input's bug must not cost every other input its result
+        return Outcome(crash=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc().rstrip())
+
+
 def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: str | None = None,
                   top_k: int | None = None, threads: int | None = None, as_json: bool = False,
                   texts: Sequence[str] = (), text_files: Sequence[str] = (), lines_file: str | None = None,
                   threshold: float | None = None, save: str | None = None, watch_dir: str | None = None,
-                  settle: float | None = None, debug: bool = False, emit: Callable[[str], None] = print,
+                  settle: float | None = None, frames: FrameOptions | None = None, workers: int = 1,
+                  stop: threading.Event | None = None, debug: bool = False, emit: Callable[[str], None] = print,
                   report: Callable[[str], None] = print, inform: Callable[[str], None] = print) -> InferSummary:
     """Run the model in ``model_dir`` over the inputs; ``emit`` each result line, ``report`` each failure,
-    ``inform`` status lines (the watch loop's start and summary; with ``debug``, tracebacks of unexpected errors).
+    ``inform`` status lines (the watch loop's start and summary, the video sources' summaries; with ``debug``,
+    tracebacks of unexpected errors).
 
-    ``top_k``, ``threshold``, ``save`` and ``settle`` are None when not given; given to a task they do not apply to,
-    they are an InputError before anything runs. The watch loop's summary is informed; it always returns an empty
-    summary (exit 0: stopping a watch is its normal end).
+    ``top_k``, ``threshold``, ``save``, ``settle`` and the ``frames`` options are None when not given; given where
+    they do not apply, they are an InputError before anything runs. ``workers`` > 1 runs the items in that many
+    processes (image models, files and folders). ``stop`` (set by SIGINT/SIGTERM during a run with a video source)
+    ends the run after the current item. The watch loop's summary is informed; it always returns an empty summary
+    (exit 0: stopping a watch is its normal end).
     """
-    task = load(model_dir, format=fmt, threads=threads)
+    frames = frames or FrameOptions()
+    inputs = [str(item) for item in inputs]
+    task = load(model_dir, format=fmt, threads=1 if workers > 1 and threads is None else threads)
+    videos = _video_inputs(task, inputs)
     _check_options(task, inputs=inputs, texts=texts, text_files=text_files, lines_file=lines_file, top_k=top_k,
-                   threshold=threshold, save=save, watch_dir=watch_dir, settle=settle)
+                   threshold=threshold, save=save, watch_dir=watch_dir, settle=settle, videos=videos,
+                   frames=frames, workers=workers)
     top_k = DEFAULT_TOP_K if top_k is None else top_k
     if watch_dir:
         return _watch(task, watch_dir, top_k=top_k, threshold=threshold, save=save, settle=settle, as_json=as_json,
                       emit=emit, report=report, inform=inform)
-    items = _collect_items(task, inputs, texts, text_files, lines_file)
-    # Several image inputs (or a folder): --save then names a folder too.
-    run_one = _runner_for(task, top_k=top_k, threshold=threshold, save=save,
-                          many=not isinstance(items, list) or len(items) != 1)
+    stop = stop or threading.Event()
+    items = _collect_items(task, inputs, texts, text_files, lines_file, frames, stop)
+    # Several inputs (or a folder): --save then names a folder too.
+    many = not isinstance(items, _ImageInputs) or items.many
+    process = None
+    if workers > 1:
+        from .parallel import map_ordered
+
+        setup = (str(task.manifest.folder), fmt, threads or 1, getattr(task, "threshold", None), top_k, threshold,
+                 save, many)
+        outcomes = map_ordered(_worker_process, setup, items, workers=workers)
+    else:
+        process = _processor(task, top_k=top_k, threshold=threshold, save=save, many=many)
+        outcomes = ((item, attempt(process, item[1])) for item in _until(stop, items))
     summary = InferSummary()
-    for name, payload in items:
-        try:
-            if isinstance(payload, EdgecnnError):
-                raise payload
-            result = run_one(payload)
-        except EdgecnnError as exc:
-            summary.failed += 1
-            report(str(exc))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one input's bug must not cost every other input its result
-            summary.crashed += 1
-            if debug:
-                inform(traceback.format_exc().rstrip())
-            label = name if name is not None else input_label(str(payload))
-            report(f"{label}: internal error: {type(exc).__name__}: {exc} (a bug; the other inputs still ran; "
-                   "--debug shows the traceback)")
-            continue
-        summary.processed += 1
-        _emit(result, as_json, emit)
+    previous = _stop_signals(stop) if videos else {}
+    try:
+        for (name, payload), outcome in outcomes:
+            _tell(summary, name, payload, outcome, as_json=as_json, debug=debug, emit=emit, report=report,
+                  inform=inform)
+    except KeyboardInterrupt:  # a second Ctrl-C while a frame was read: end now, the summary still follows
+        if not videos:
+            raise
+    finally:
+        _restore_signals(previous)
+        getattr(outcomes, "close", lambda: None)()
+        if isinstance(items, _ImageInputs):
+            for line in items.close():
+                inform(line)
+        if process is not None:
+            process.close()
     return summary
 
 
+def _tell(summary: InferSummary, name, payload, outcome: Outcome, *, as_json, debug, emit, report, inform) -> None:
+    """Count one outcome and print its one line."""
+    if outcome.error is not None:
+        summary.failed += 1
+        report(outcome.error)
+    elif outcome.crash is not None:
+        summary.crashed += 1
+        if debug:
+            inform(outcome.traceback)
+        label = name if name is not None else input_label(str(payload))
+        report(f"{label}: internal error: {outcome.crash} (a bug; the other inputs still ran; --debug shows the "
+               "traceback)")
+    else:
+        summary.processed += 1
+        _emit(outcome.result, as_json, emit)
+
+
+def _until(stop: threading.Event, items: Iterable) -> Iterator:
+    for item in items:
+        if stop.is_set():
+            return
+        yield item
+
+
+def _stop_signals(stop: threading.Event) -> dict:
+    from .watch import _stop_on_signals
+
+    return _stop_on_signals(stop)
+
+
+def _restore_signals(previous: dict) -> None:
+    import signal
+
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def _video_inputs(task: Task, inputs: Sequence[str]) -> list[str]:
+    """The inputs that are video sources (image models only; a text model reads every input as a text file)."""
+    if task.task == "text-classification":
+        return []
+    from .sources import is_video
+
+    return [item for item in inputs if is_video(item)]
+
+
 def _check_options(task: Task, *, inputs, texts, text_files, lines_file, top_k, threshold, save, watch_dir,
-                   settle) -> None:
-    """Refuse options that would be silently ignored for this model's task."""
+                   settle, videos=(), frames: FrameOptions | None = None, workers: int = 1) -> None:
+    """Refuse options that would be silently ignored for this model's task or these inputs."""
     model = f"{task.manifest.folder} is an {task.task} model"
     detection = task.task == "object-detection"
     from .tasks import is_multi_label
@@ -99,9 +204,12 @@ def _check_options(task: Task, *, inputs, texts, text_files, lines_file, top_k, 
             raise InputError(f"--threshold {threshold}: give a score from 0 to 1")
         task.threshold = threshold
         threshold = None
-    for option, value in (("--threshold", threshold), ("--save", save)):
-        if value is not None and not detection:
-            raise InputError(f"{option} applies to object-detection models; {model}")
+    if threshold is not None and not detection:
+        raise InputError(f"--threshold applies to object-detection models; {model}")
+    # A classifier's frames are saved with their top label drawn; its image inputs have nothing to draw.
+    if save is not None and not detection and not (videos and len(videos) == len(inputs)):
+        raise InputError(f"--save applies to object-detection models, and to video sources of any image model; "
+                         f"{model}")
     if top_k is not None and detection:
         raise InputError(f"--top-k applies to classification models; {model} (use --threshold to keep fewer "
                          "detections)")
@@ -113,15 +221,24 @@ def _check_options(task: Task, *, inputs, texts, text_files, lines_file, top_k, 
         raise InputError(f"--watch is for image models; {model}: use --lines - to classify texts as they come")
     if watch_dir and (inputs or texts or text_files or lines_file):
         raise InputError("--watch takes no other inputs; run a second edgecnn infer for the files you have")
+    given = (frames or FrameOptions()).given()
+    if given and not videos:
+        raise InputError(f"{given[0]} applies to video sources (a video file, a camera index such as 0, or a stream "
+                         "URL); none of the inputs is one")
+    if not isinstance(workers, int) or workers < 1:
+        raise InputError(f"--workers {workers!r}: give a number of processes, 1 or more, or auto")
+    if workers > 1 and (task.task == "text-classification" or videos or watch_dir):
+        raise InputError("--workers applies to image files, folders and globs; texts, video sources and --watch "
+                         "run in order in one process")
 
 
 def _watch(task: Task, watch_dir: str, *, top_k, threshold, save, settle, as_json, emit, report,
            inform) -> InferSummary:
     from .watch import DEFAULT_SETTLE, watch
 
-    run_one = _runner_for(task, top_k=top_k, threshold=threshold, save=save, many=True)
+    process = _processor(task, top_k=top_k, threshold=threshold, save=save, many=True)
     inform(f"watching {watch_dir} for new images (Ctrl-C to stop)")
-    summary = watch(watch_dir, lambda path: _emit(run_one(str(path)), as_json, emit), report=report,
+    summary = watch(watch_dir, lambda path: _emit(process(str(path)), as_json, emit), report=report,
                     settle=DEFAULT_SETTLE if settle is None else settle)
     inform(f"watched {watch_dir}: {summary}")
     return InferSummary()
@@ -136,35 +253,186 @@ def _emit(result, as_json: bool, emit) -> None:
         emit(str(result))
 
 
-def _collect_items(task: Task, inputs, texts, text_files, lines_file) -> Iterable:
-    """``(name, payload)`` per input: an image path or a text, or the InputError that input already is.
+def _collect_items(task: Task, inputs, texts, text_files, lines_file, frames: FrameOptions | None = None,
+                   stop: threading.Event | None = None) -> Iterable:
+    """``(name, payload)`` per input: an image path, a text, a video frame, or the InputError that input already is.
 
-    Images are listed up front (a folder is its images); texts come one at a time, so ``--lines -`` classifies
-    each line as it arrives and a file is read only when its turn comes.
+    Texts come one at a time, so ``--lines -`` classifies each line as it arrives and a file is read only when its
+    turn comes; so do a video source's frames. Image files, folders and globs are listed up front.
     """
     if task.task == "text-classification":
         from .text import read_text_inputs
 
-        return read_text_inputs(inputs, texts, text_files, lines_file)
-    from .image import list_images
-
+        return read_text_inputs(_expand_text_globs(inputs), texts, text_files, lines_file)
     if not inputs:
-        raise InputError("no input given; pass image files or a folder")
-    items: list = []
-    for item in map(str, inputs):
-        if os.path.isdir(item):
+        raise InputError("no input given; pass image files, a folder, a quoted glob or a video source")
+    return _ImageInputs(inputs, frames or FrameOptions(), stop or threading.Event())
+
+
+def _expand_text_globs(inputs: Sequence[str]) -> list[str]:
+    """Globs matching files become those files; one matching none stays as given (and fails as a missing file)."""
+    from .sources import expand_glob, is_glob
+
+    expanded: list[str] = []
+    for item in inputs:
+        try:
+            expanded.extend(expand_glob(item) if is_glob(item) else [item])
+        except InputError:
+            expanded.append(item)
+    return expanded
+
+
+class _ImageInputs:
+    """An image model's inputs, in order: each file, each image of a folder or glob, each frame of a video source.
+
+    Video sources are opened when their turn comes (one that cannot be opened is one error item) and closed when
+    their frames end; :meth:`close` closes any still open and returns the summary line of each source read.
+    """
+
+    def __init__(self, inputs: Sequence[str], frames: FrameOptions, stop: threading.Event):
+        from .image import list_images
+        from .sources import expand_glob, is_glob, is_video
+
+        self.frames, self.stop = frames, stop
+        self.entries: list = []  # (name, path or InputError) items, or a video source's name as a str
+        for item in inputs:
             try:
-                items.extend((str(p), str(p)) for p in list_images(item))
+                paths = expand_glob(item) if is_glob(item) else [item]
             except InputError as exc:
-                items.append((item, exc))
+                self.entries.append((item, exc))
+                continue
+            for path in paths:
+                if is_video(path):
+                    self.entries.append(path)
+                elif os.path.isdir(path):
+                    try:
+                        self.entries.extend((str(p), str(p)) for p in list_images(path))
+                    except InputError as exc:
+                        self.entries.append((path, exc))
+                else:
+                    self.entries.append((path, path))
+        self.many = len(self.entries) != 1
+        self.sources: list = []
+
+    def __iter__(self) -> Iterator:
+        from .sources import VideoSource
+
+        for entry in self.entries:
+            if not isinstance(entry, str):
+                yield entry
+                continue
+            try:
+                source = VideoSource(entry, stride=self.frames.stride or 1, max_fps=self.frames.max_fps,
+                                     latest=self.frames.latest, stop=self.stop)
+            except EdgecnnError as exc:
+                yield entry, exc
+                continue
+            self.sources.append(source)
+            yield from ((entry, frame) for frame in source)
+            source.close()
+            if self.stop.is_set():  # Ctrl-C or SIGTERM: the sources after this one are not opened
+                return
+
+    def close(self) -> list[str]:
+        lines = []
+        for source in self.sources:
+            source.close()
+            lines.append(source.summary())
+        return lines
+
+
+@dataclass
+class FrameResult:
+    """A video frame's result: the task's own result, plus where in the source the frame was."""
+
+    result: object
+    frame: int
+    timestamp: float
+
+    def __str__(self) -> str:
+        return str(self.result).replace(f"{self.result.input}: ", f"{self.where}: ", 1)
+
+    @property
+    def where(self) -> str:
+        return f"{self.result.input} frame {self.frame} ({self.timestamp:.3f} s)"
+
+    def to_dict(self) -> dict:
+        data = self.result.to_dict()
+        return {"input": data.pop("input"), "frame": self.frame, "timestamp": round(self.timestamp, 6), **data}
+
+
+def _processor(task: Task, top_k: int, threshold: float | None, save: str | None, many: bool):
+    """payload -> result: the task's call for an image path, a text or a frame, then --save's drawing."""
+    infer = _runner_for(task, top_k=top_k, threshold=threshold)
+    return _Processor(infer, _Saver(task, save, many) if save else None)
+
+
+class _Processor:
+    """Calls the task on one payload (a frame's pixels for a frame) and saves the drawing --save asks for."""
+
+    def __init__(self, infer: Callable, saver: _Saver | None):
+        self.infer, self.saver = infer, saver
+
+    def __call__(self, payload):
+        from .sources import Frame
+
+        if not isinstance(payload, Frame):
+            result = self.infer(payload)
+            if self.saver:
+                self.saver.save_image(payload, result)
+            return result
+        result = self.infer(payload.pixels)
+        result.input = payload.source
+        if self.saver:
+            self.saver.save_frame(payload, result)
+        return FrameResult(result, payload.index, payload.timestamp)
+
+    def close(self) -> None:
+        if self.saver:
+            self.saver.close()
+
+
+class _Saver:
+    """--save: detections drawn into a PNG per image input (the path, or one per input in a folder), and every
+    inferred frame of a video source, boxes or top label drawn, into a video (the path, or ``STEM.mp4`` in it)."""
+
+    def __init__(self, task: Task, save: str, many: bool):
+        self.task, self.save, self.many = task, Path(save), many
+        self.writers: dict = {}
+
+    def _target(self, name: str, suffix: str) -> Path:
+        return self.save / f"{Path(name).stem}{suffix}" if self.many or self.save.is_dir() else self.save
+
+    def save_image(self, path, result) -> None:
+        result.save(path, self._target(str(path), ".png"))
+
+    def save_frame(self, frame, result) -> None:
+        from PIL import Image
+
+        from .sources import VideoWriter, draw_label
+
+        image = Image.fromarray(frame.pixels)
+        if self.task.task == "object-detection":
+            from .detection import draw_detections
+
+            drawn = draw_detections(image, result.detections)
         else:
-            items.append((item, item))
-    return items
+            drawn = draw_label(image, f"{result.label} {result.score:.2f}" if result.categories else "-")
+        writer = self.writers.get(frame.source)
+        if writer is None:
+            stem = "camera-" + frame.source if frame.source.isdigit() else frame.source.rstrip("/")
+            writer = self.writers[frame.source] = VideoWriter(self._target(stem, ".mp4"), frame.rate)
+        writer.write(drawn)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
 
 
-def _runner_for(task: Task, top_k: int, threshold: float | None, save: str | None, many: bool):
+def _runner_for(task: Task, top_k: int, threshold: float | None):
+    """The task's call for one payload: an image (path or pixels) or a text."""
     if task.task == "image-classification":
-        return lambda path: task.classify(path, top_k=top_k)
+        return lambda image: task.classify(image, top_k=top_k)
     if task.task == "text-classification":
         from .text import TextFile, enough_for
 
@@ -180,15 +448,21 @@ def _runner_for(task: Task, top_k: int, threshold: float | None, save: str | Non
 
         return classify_text
     if task.task == "object-detection":
-        def detect(path):
-            result = task.detect(path, threshold=threshold)
-            if save:
-                target = Path(save) / f"{Path(path).stem}.png" if many or Path(save).is_dir() else Path(save)
-                result.save(path, target)
-            return result
-
-        return detect
+        return lambda image: task.detect(image, threshold=threshold)
     raise InputError(f"cannot run {task.task} models")
+
+
+_WORKER: dict = {}
+
+
+def _worker_process(model_dir: str, fmt, threads: int, label_threshold, top_k: int, threshold, save, many: bool):
+    """In a worker process (:mod:`.parallel`), once: the model opened as the parent opened it; returns the
+    per-item attempt."""
+    task = load(model_dir, format=fmt, threads=threads)
+    if label_threshold is not None and task.task != "object-detection":
+        task.threshold = label_threshold  # a multi-label --threshold, as _check_options set it in the parent
+    process = _processor(task, top_k=top_k, threshold=threshold, save=save, many=many)
+    return lambda payload: attempt(process, payload)
 
 
 def input_label(text: str, name: str | None = None) -> str:
@@ -196,4 +470,5 @@ def input_label(text: str, name: str | None = None) -> str:
     return name if name else (text if len(text) <= JSON_INPUT_CHARS else text[:JSON_INPUT_CHARS])
 
 
-__all__: Iterable[str] = ["InferSummary", "input_label", "run_inference"]
+__all__: Iterable[str] = ["FrameOptions", "FrameResult", "InferSummary", "Outcome", "attempt", "input_label",
+                          "run_inference"]

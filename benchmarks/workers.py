@@ -1,0 +1,189 @@
+"""``edgecnn infer DIR --workers N`` on a folder of 10,000 28x28 PNGs: 2 workers against 1, and 1 against a bare
+onnxruntime loop, side by side.
+
+Three whole processes read the same folder (generated here, in a temporary folder, from the digits samples with
+seeded noise so no two files are alike) with a copy of the export whose preprocessing is a plain resize (what the
+bare loop does; the digits export's ink framing, ``fit: ink``, would be work the loop skips), and print one line per
+image to a pipe this script drains:
+
+* ``edgecnn infer DIR --workers 1`` and ``--workers 2`` (the console script, fp32 ONNX);
+* the floor: a bare loop (Pillow open, convert, resize; numpy scale; ``session.run`` at batch 1; print the label)
+  with no checks, in one process.
+
+They run in rounds, in a rotated order, so a burst of load from the machine's other users hits all of them alike;
+we report medians of wall and CPU time and ratios as medians of per-round ratios, with the load average before
+and after (the machine may be shared: a busy core is what holds ``--workers 2`` below 2x).
+
+Usage: python benchmarks/workers.py [--images 10000] [--rounds 3] [--model DIR]. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+BARE_LOOP = r"""
+import json, os, sys
+import numpy as np, onnxruntime as ort
+from PIL import Image
+folder, images = sys.argv[1], sys.argv[2]
+manifest = json.load(open(os.path.join(folder, "edgecnn.json")))
+prep, labels = manifest["preprocessing"], manifest["labels"]
+session = ort.InferenceSession(os.path.join(folder, "model.onnx"), providers=["CPUExecutionProvider"])
+name = session.get_inputs()[0].name
+scale = np.float32(prep["scale"])
+out = sys.stdout
+for entry in sorted(os.listdir(images)):
+    path = os.path.join(images, entry)
+    image = Image.open(path).convert(prep["color_mode"]).resize((prep["width"], prep["height"]), Image.BILINEAR)
+    x = np.asarray(image, dtype=np.float32).reshape(1, prep["height"], prep["width"], -1) * scale
+    scores = session.run(None, {name: x})[0][0]
+    out.write(f"{path}: {labels[int(scores.argmax())]} {float(scores.max()):.3f}\n")
+"""
+
+
+def plain_copy(model: Path, target: Path) -> Path:
+    """The export with a plain resize as its preprocessing (no ``polarity``/``fit``: the ink framing of digit
+    models), so that ``edgecnn infer`` and the bare loop do the same work on every image."""
+    import shutil
+
+    shutil.copytree(model, target)
+    manifest = json.loads((target / "edgecnn.json").read_text())
+    for key in ("polarity", "fit", "fit_size", "fit_threshold"):
+        manifest["preprocessing"].pop(key, None)
+    (target / "edgecnn.json").write_text(json.dumps(manifest, indent=1))
+    return target
+
+
+def make_images(folder: Path, count: int, model: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    samples = [np.asarray(Image.open(p).convert("L"), dtype=np.int16) for p in sorted((model / "samples").glob("*.png"))]
+    for i in range(count):
+        noisy = samples[i % len(samples)] + rng.integers(-12, 13, size=samples[0].shape)
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"{i:05d}.png")
+
+
+def per_image_cpu_ms(model: Path, folder: Path, count: int) -> dict:
+    """Where ``--workers 1`` spends more than the bare loop: CPU ms per image in this process, one runtime thread
+    for both (no thread pool to muddy it), over the first ``count`` images."""
+    import resource
+
+    import numpy as np
+    import onnxruntime as ort
+    from PIL import Image
+
+    from edgecnn.runtime import image as image_io
+    from edgecnn.runtime.tasks import load
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    paths = [str(p) for p in sorted(folder.iterdir())[:count]]
+    manifest = json.loads((model / "edgecnn.json").read_text())
+    prep = manifest["preprocessing"]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(model / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    task = load(model, threads=1)
+
+    def bare(path):
+        image = Image.open(path).convert(prep["color_mode"]).resize((prep["width"], prep["height"]), Image.BILINEAR)
+        x = np.asarray(image, dtype=np.float32).reshape(1, prep["height"], prep["width"], -1) * np.float32(prep["scale"])
+        scores = session.run(None, {name: x})[0][0]
+        return f"{path}: {manifest['labels'][int(scores.argmax())]} {float(scores.max()):.3f}"
+
+    steps = {"bare loop (PIL, numpy, session.run, one label)": bare,
+             "edgecnn classify + its output line": lambda path: str(task.classify(path, top_k=3)),
+             "bare decode (Image.open + convert)": lambda path: Image.open(path).convert(prep["color_mode"]),
+             "edgecnn decode (image.load_pixels: checks, EXIF, resize)": lambda path: image_io.load_pixels(path, prep)}
+    found = {}
+    for label, step in steps.items():
+        start = cpu()
+        for path in paths:
+            step(path)
+        found[label] = (cpu() - start) * 1e3 / len(paths)
+    return found
+
+
+def run_measured(argv: list[str], expect_lines: int) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    lines = sum(1 for _ in proc.stdout)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.stdout.close()
+    if os.waitstatus_to_exitcode(status) != 0 or lines != expect_lines:
+        raise SystemExit(f"{' '.join(argv)}: exit {os.waitstatus_to_exitcode(status)}, {lines} lines, expected "
+                         f"{expect_lines}")
+    # children's rusage includes the worker processes of --workers 2 (reaped by it before it exits)
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "exported" / "digits-cnn"))
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    source_model = Path(args.model)
+    script = Path(sys.executable).parent / "edgecnn"
+    edgecnn = [str(script)] if script.is_file() else [sys.executable, "-m", "edgecnn.cli"]
+    with tempfile.TemporaryDirectory(prefix="edgecnn-workers-") as tmp:
+        model = plain_copy(source_model, Path(tmp) / "model")
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        make_images(folder, args.images, model)
+        commands = {
+            "edgecnn infer --workers 1": [*edgecnn, "infer", str(folder), "--model", str(model), "--workers", "1"],
+            "edgecnn infer --workers 2": [*edgecnn, "infer", str(folder), "--model", str(model), "--workers", "2"],
+            "bare onnxruntime loop": [sys.executable, "-c", BARE_LOOP, str(model), str(folder)],
+        }
+        names = list(commands)
+        for name in names:  # untimed: page cache and bytecode caches warm for everyone
+            run_measured(commands[name], args.images)
+        load_before = os.getloadavg()
+        rounds = []
+        for round_ in range(args.rounds):
+            order = names[round_ % len(names):] + names[:round_ % len(names)]
+            rounds.append({name: run_measured(commands[name], args.images) for name in order})
+        load_after = os.getloadavg()
+        breakdown = per_image_cpu_ms(model, folder, min(args.images, 3000))
+    results = {}
+    for name in names:
+        wall = statistics.median(r[name]["wall_s"] for r in rounds)
+        results[name] = {"wall_s": wall, "cpu_s": statistics.median(r[name]["cpu_s"] for r in rounds),
+                         "images_per_s": args.images / wall, "walls": [r[name]["wall_s"] for r in rounds]}
+
+    def paired(top: str, bottom: str, key: str = "wall_s") -> float:
+        return statistics.median(r[top][key] / r[bottom][key] for r in rounds)
+
+    from edgecnn.runtime.parallel import physical_cores
+
+    print(json.dumps({
+        "images": args.images, "rounds": args.rounds,
+        "model": str(source_model.relative_to(ROOT) if source_model.is_relative_to(ROOT) else source_model),
+        "cpus": os.cpu_count(), "physical_cores": physical_cores(), "load_before": load_before,
+        "load_after": load_after, "results": results, "per_image_cpu_ms": breakdown,
+        "ratios": {"workers2_speedup": paired("edgecnn infer --workers 1", "edgecnn infer --workers 2"),
+                   "workers1_vs_bare": paired("edgecnn infer --workers 1", "bare onnxruntime loop"),
+                   "workers1_vs_bare_cpu": paired("edgecnn infer --workers 1", "bare onnxruntime loop", "cpu_s")}}))
+
+
+if __name__ == "__main__":
+    main()
