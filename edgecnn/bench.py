@@ -403,10 +403,9 @@ def plot(report: dict, path: str | os.PathLike) -> Path:
         axis.tick_params(axis="x", rotation=20)
     fig.suptitle(f"{Path(report['model']).name} ({report['task']})")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from .figures import save_figure
+
+    return save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

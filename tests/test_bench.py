@@ -145,3 +145,28 @@ def test_bench_does_not_flag_int8_without_a_measured_fp32_sibling():
     flag_slow_int8(report)
     assert all(row["status"] != "int8 slower than fp32" for row in report["results"].values())
     assert report["notes"] == []
+
+
+def test_bench_plot_into_a_folder_that_does_not_exist_yet(tmp_path):
+    """The plot comes after minutes of measuring: a new folder is made, not a traceback."""
+    pytest.importorskip("matplotlib")
+    from edgecnn.bench import plot
+
+    report = {"model": "m", "task": "image-classification",
+              "results": {"onnx": {**_row(1.0), "size_mb": 0.4}, "onnx-int8": {**_row(0.7), "size_mb": 0.1}}}
+    target = tmp_path / "new" / "folder" / "bench.png"
+    assert plot(report, target) == target
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unwritable_plot_path_is_one_line(tmp_path):
+    pytest.importorskip("matplotlib")
+    from edgecnn.errors import InputError
+    from edgecnn.export.quantize import plot
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    report = {"model": "m", "examples": 4, "files": {"onnx-int8": {"file": "model.int8.onnx", "layers": [
+        {"layer": "conv", "kind": "activation", "sqnr_db": 30.0, "fp32_sqnr_db": 28.0}]}}}
+    with pytest.raises(InputError, match="cannot write the plot"):
+        plot(report, blocker / "plot.png")

@@ -437,7 +437,6 @@ def plot(report: dict, path: str | os.PathLike, top: int = 12) -> Path:
     fig.suptitle(f"{Path(report['model']).name}: quantization error per layer on {report['examples']} held-out "
                  "examples; (a) activation, (w) weight, (b) bias", fontsize=9, x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    path = Path(path)
-    fig.savefig(path, dpi=96)
-    plt.close(fig)
-    return path
+    from ..figures import save_figure
+
+    return save_figure(fig, path, dpi=96)
