@@ -60,7 +60,8 @@ def cli(ctx, debug):
 @click.option("--model", "model_name", default="seed-cnn", show_default=True, help="A name from 'edgecnn models'.")
 @click.option("--data", help="Path for datasets that read your files (mnist, folder, text-csv, coco, ...).")
 @click.option("--epochs", default=30, show_default=True)
-@click.option("--batch-size", default=32, show_default=True)
+@click.option("--batch-size", type=int, default=None,
+              help="Default 32, smaller for a small image dataset so that an epoch has at least 10 steps.")
 @click.option("--patience", default=8, show_default=True, help="Early stopping on validation loss.")
 @click.option("--lr", "learning_rate", default=1e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seeds the split and the training.")
@@ -69,8 +70,9 @@ def cli(ctx, debug):
               help="Model option, e.g. -o alpha=0.5 (repeatable).")
 @click.option("--data-option", "-d", "data_options", multiple=True, metavar="KEY=VALUE",
               help="Dataset option, e.g. -d size=64 (repeatable).")
-@click.option("--weights", type=click.Path(), metavar="MODEL.keras",
-              help="Start from this run's weights (same --model and -o): fine-tune, or train on with a new schedule.")
+@click.option("--weights", type=click.Path(), metavar="FILE|imagenet",
+              help="Start from an earlier run's model.keras (layers that fit are kept, a new head for other "
+                   "classes), a .weights.h5, or 'imagenet' for a backbone.")
 @click.option("--out", required=True, help="Run folder to write.")
 def train(dataset, model_name, data, epochs, batch_size, patience, learning_rate, seed, no_augment, options,
           data_options, weights, out):
@@ -142,10 +144,18 @@ def _key_values(pairs) -> dict:
 @click.option("--outputs", "outputs_kind", type=click.Choice(["logits"]),
               help="The model gives logits (no softmax): the runtime applies softmax.")
 @click.option("--multi-label", is_flag=True, help="One sigmoid per label: every label gets its own score.")
+@click.option("--vocabulary", type=click.Path(),
+              help="Text models on token ids: the vocabulary, one token per line in get_vocabulary() order (first "
+                   "line empty: padding; then [UNK]) or a JSON list.")
+@click.option("--sequence-length", type=click.IntRange(1), help="Text models: tokens per text (the model's input).")
+@click.option("--standardize", type=click.Choice(["lower_and_strip_punctuation", "lower", "strip_punctuation",
+                                                  "none"]),
+              help="Text models on token ids: the TextVectorization standardize they were trained with "
+                   "(default lower_and_strip_punctuation; split is whitespace).")
 @click.option("--json", "as_json", is_flag=True, help="Print the validation results as JSON.")
 def export(model_file, out, formats, labels, calibration, calibration_size, max_diff, min_agreement,
            max_map_drop, samples_per_class, preprocess, mean, std, scale, offset, channels_order, outputs_kind,
-           multi_label, as_json):
+           multi_label, vocabulary, sequence_length, standardize, as_json):
     """Export a Keras model (.keras, .h5 or a SavedModel folder) to ONNX and TFLite (fp32 + int8), validated
     against Keras."""
     from .export import export_model
@@ -160,7 +170,9 @@ def export(model_file, out, formats, labels, calibration, calibration_size, max_
                                     "max_map_drop": max_map_drop},
                         samples_per_class=samples_per_class, progress=_progress,
                         preprocessing={k: v for k, v in preprocessing.items() if v is not None},
-                        head={"outputs": outputs_kind, "multi_label": multi_label})
+                        head={"outputs": outputs_kind, "multi_label": multi_label},
+                        text={"vocabulary": vocabulary, "sequence_length": sequence_length,
+                              "standardize": standardize})
     results = data["validation"]["results"]
     if as_json:
         _echo_json({"model": out, "task": data["task"], "results": results})
@@ -168,6 +180,18 @@ def export(model_file, out, formats, labels, calibration, calibration_size, max_
     click.echo(metrics_table(results, metric_columns(results)))
     sizes = ", ".join(f"{k} {v['size'] / 1024:.0f} KiB" for k, v in data["files"].items())
     click.echo(f"wrote {out} ({sizes})")
+
+
+def _workers(value: str) -> int:
+    """--workers: a number of processes, or ``auto`` (this machine's physical cores)."""
+    if value == "auto":
+        from .runtime.parallel import physical_cores
+
+        return physical_cores()
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a number of processes or auto") from None
 
 
 @cli.command()
@@ -182,27 +206,43 @@ def export(model_file, out, formats, labels, calibration, calibration_size, max_
               help="A file whose whole content is one document.")
 @click.option("--lines", "lines_file", type=click.Path(allow_dash=True), help="One document per line; - is stdin.")
 @click.option("--threshold", type=float, help="Detection score threshold (default: the manifest's).")
-@click.option("--save", type=click.Path(), help="Detection: draw boxes into this PNG (or folder for several inputs).")
+@click.option("--save", type=click.Path(),
+              help="Detection: draw boxes into this PNG (or folder for several inputs); a video source: into this "
+                   ".mp4 (boxes, or a classifier's top label, on every inferred frame).")
 @click.option("--watch", "watch_dir", type=click.Path(), help="Process each image that appears in this folder.")
 @click.option("--settle", type=float, metavar="SECONDS",
               help="--watch: how long a new file's size and time must stay unchanged before it is read "
                    "(default: 1.0).")
+@click.option("--camera", "cameras", multiple=True, type=click.IntRange(min=0), metavar="INDEX",
+              help="Read this camera (the same as the input INDEX; picamera2 on a Raspberry Pi when installed).")
+@click.option("--stride", type=click.IntRange(min=1), metavar="N", help="Video sources: infer every Nth frame.")
+@click.option("--max-fps", type=click.FloatRange(min=0, min_open=True), metavar="F",
+              help="Video sources: infer at most F frames per second of the source's time.")
+@click.option("--latest", is_flag=True,
+              help="Cameras and streams: always infer the newest frame, dropping stale ones (no lag).")
+@click.option("--workers", default="1", show_default=True, metavar="N|auto",
+              help="Image files and folders: decode and infer in N processes (auto: one per physical core).")
 @click.pass_context
 def infer(ctx, inputs, model_dir, fmt, top_k, threads, as_json, texts, text_files, lines_file, threshold, save,
-          watch_dir, settle):
+          watch_dir, settle, cameras, stride, max_fps, latest, workers):
     """Classify images or texts, or detect objects, with an exported model (no TensorFlow needed).
 
-    Every input gets one line: its result, or an error naming it. Exit code 0: all inputs ran; 2: some failed
-    (each said why); 1: some hit an unexpected error (a bug) - the others still ran.
+    INPUTS are image files, folders, quoted globs ('frames/*.png'), video files, camera indices (0) or stream URLs
+    (rtsp://, http:// MJPEG), or text files for a text model. Every input (every inferred frame) gets one line: its
+    result, or an error naming it. Exit code 0: all inputs ran; 2: some failed (each said why); 1: some hit an
+    unexpected error (a bug) - the others still ran. Video sources end cleanly on Ctrl-C or SIGTERM, with a summary
+    on stderr.
     """
     from click.core import ParameterSource
 
-    from .runtime.infer import run_inference
+    from .runtime.infer import FrameOptions, run_inference
 
     given_top_k = None if ctx.get_parameter_source("top_k") is ParameterSource.DEFAULT else top_k
-    summary = run_inference(_model_dir(model_dir), inputs, fmt=fmt, top_k=given_top_k, threads=threads,
-                            as_json=as_json, texts=texts, text_files=text_files, lines_file=lines_file,
-                            threshold=threshold, save=save, watch_dir=watch_dir, settle=settle,
+    summary = run_inference(_model_dir(model_dir), [*inputs, *map(str, cameras)], fmt=fmt, top_k=given_top_k,
+                            threads=threads, as_json=as_json, texts=texts, text_files=text_files,
+                            lines_file=lines_file, threshold=threshold, save=save, watch_dir=watch_dir, settle=settle,
+                            frames=FrameOptions(stride=stride, max_fps=max_fps, latest=latest),
+                            workers=_workers(workers),
                             debug=(ctx.obj or {}).get("debug", False), emit=click.echo,
                             report=lambda message: click.echo(f"error: {message}", err=True),
                             inform=lambda message: click.echo(message, err=True))
@@ -218,7 +258,7 @@ def infer(ctx, inputs, model_dir, fmt, top_k, threads, as_json, texts, text_file
 def evaluate_command(model_dir, formats, threads, as_json):
     """Accuracy (or mAP) and agreement with the reference, per format, on the held-out split."""
     from .evaluate import evaluate
-    from .report import metrics_table
+    from .report import metric_columns, metrics_table
 
     report = evaluate(_model_dir(model_dir, "run edgecnn eval EXPORT_FOLDER"), formats=formats.split(",") if formats else None,
                       threads=threads,
@@ -228,9 +268,7 @@ def evaluate_command(model_dir, formats, threads, as_json):
         return
     click.echo(f"{report['model']}: {report['task']} on {report['dataset']} {report['split']} split "
                f"(n={report['n']}), agreement vs {report['reference']}")
-    columns = [c for c in ("accuracy", "map50", "map", "agreement", "max_abs_diff") if any(
-        c in r for r in report["results"].values())]
-    click.echo(metrics_table(report["results"], columns))
+    click.echo(metrics_table(report["results"], metric_columns(report["results"])))
     for line in report.get("notes", []):
         click.echo(line)
 

@@ -44,7 +44,7 @@ def run_quiet_env(args: list[str], cwd: Path = ROOT, timeout: float = 600) -> su
     (["--model", "seed-cnn", "-o", "alpha=0.5"], ["'alpha'", "seed-cnn", "dropout=0.0"]),
     (["--model", "mobilenet-s", "-o", "alfa=0.5"], ["'alfa'", "did you mean alpha", "alpha=1.0", "dropout=0.2"]),
     (["-d", "sise=64"], ["'sise'", "did you mean size", "size=28"]),
-    (["--model", "lenet5", "-o", "dropout=0.1"], ["'dropout'", "lenet5", "no options"]),
+    (["--model", "lenet5", "-o", "dropout=0.1"], ["'dropout'", "lenet5", "stage1_epochs=auto, unfreeze=auto"]),
     (["--model", "mobilenet-s", "-o", "alpha=wide"], ["alpha", "number", "'wide'"]),
     (["-d", "data=x"], ["'data'", "size=28"]),
 ])
@@ -124,7 +124,7 @@ def test_models_lists_every_option_with_its_default():
     assert set(blocks) == set(MODELS)
     for name, info in MODELS.items():
         for key in _builder_defaults(info.builder):
-            if key not in ("input_shape", "num_classes"):
+            if key not in ("input_shape", "num_classes", "weights"):  # a backbone's weights: the --weights flag
                 assert f"{key}=" in blocks[name], (name, key)
     # Spelled as the command line takes them, trainer options included.
     assert "dropout=0.0" in blocks["seed-cnn"] and "alpha=1.0" in blocks["mobilenet-s"]

@@ -85,3 +85,40 @@ def test_trainer_options_reach_the_trainer_and_are_recorded(tmp_path):
                     dataset_options={"train": 8, "val": 4, "test": 4}, model_options=options)
     assert 0.0 <= metrics["test_map50"] <= 1.0
     assert json.loads((tmp_path / "run.json").read_text())["model_options"] == options
+
+
+def test_weights_onto_another_label_set_keep_what_fits_and_train_a_new_head_in_two_stages(tmp_path, capsys):
+    """A model.keras trained on 3 classes starts a 2-class run: every layer but the head is kept (said in one
+    line, recorded in run.json), stage 1 trains the head on the frozen base, stage 2 the top of the base; the same
+    class count with other labels gets a new head too (the old one would answer the old labels)."""
+    import json
+
+    from edgecnn.train.fit import train
+
+    from .test_small_data import make_folder
+
+    three = make_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=12)
+    two = make_folder(tmp_path / "two", classes=("cat", "dog"), per_class=15)
+    train("folder", "seed-cnn", tmp_path / "first", epochs=1, augment=False, verbose=0, data=str(three),
+          dataset_options={"size": 28})
+    capsys.readouterr()
+    train("folder", "seed-cnn", tmp_path / "second", epochs=3, augment=False, verbose=0, data=str(two),
+          dataset_options={"size": 28}, weights=tmp_path / "first" / "model.keras",
+          model_options={"stage1_epochs": 2, "unfreeze": 1})
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if "layers' weights" in line)
+    assert line.endswith("kept 4 of 5 layers' weights; new head for 2 classes (it was trained on 3: a, b, c)")
+    assert "could not be loaded" not in err
+    run = json.loads((tmp_path / "second" / "run.json").read_text())
+    assert run["transfer"]["layers_kept"] == 4 and run["transfer"]["new_head"] is True
+    assert run["transfer"]["replaced"] == ["probabilities"]
+    assert [s["stage"] for s in run["stages"]] == [1, 2]
+    assert run["stages"][0]["frozen_layers"] == 4 and run["stages"][1]["frozen_layers"] == 3
+    assert run["stages"][1]["learning_rate"] < run["stages"][0]["learning_rate"]
+    history = json.loads((tmp_path / "second" / "history.json").read_text())
+    assert len(history["loss"]) == sum(s["epochs_run"] for s in run["stages"])
+
+    renamed = make_folder(tmp_path / "renamed", classes=("x", "y"), per_class=15)
+    train("folder", "seed-cnn", tmp_path / "third", epochs=1, augment=False, verbose=0, data=str(renamed),
+          dataset_options={"size": 28}, weights=tmp_path / "second" / "model.keras")
+    assert "kept 4 of 5 layers' weights; new head for 2 classes" in capsys.readouterr().err

@@ -8,6 +8,7 @@ Each task has a trainer in ``TRAINERS``; image classification lives here, the ot
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -79,16 +80,18 @@ def check_training(dataset: str, model: str, epochs: int, data: str | None = Non
 
 
 def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, seed: int = 0,
-          batch_size: int = 32, patience: int = 8, learning_rate: float = 1e-3, augment: bool = True,
+          batch_size: int | None = None, patience: int = 8, learning_rate: float = 1e-3, augment: bool = True,
           data: str | None = None, model_options: dict | None = None, dataset_options: dict | None = None,
           verbose: int | None = None, weights: str | os.PathLike | None = None) -> dict:
     """Train ``model`` on ``dataset`` and write the run folder ``out``; returns the metrics.
 
     Early stopping watches the validation loss and restores the best weights. The same seed gives the same split
     and (on one machine) the same weights. ``weights`` (a ``model.keras`` of the same architecture) starts from
-    trained weights instead of random ones: fine-tuning, or a second schedule after a first (see ``start_from``).
+    trained weights instead of random ones: fine-tuning, or a second schedule after a first (see ``start_from``);
+    ``"imagenet"`` for a backbone (``backbones.py``). ``batch_size`` None is ``DEFAULT_BATCH_SIZE``, shrunk for
+    image classifiers so that an epoch has at least ``MIN_STEPS`` steps (``choose_batch_size``).
     """
-    if weights is not None and not Path(weights).is_file():
+    if weights is not None and str(weights) != "imagenet" and not Path(weights).is_file():
         raise InputError(f"--weights {weights}: no such file; give the model.keras of an earlier run")
     trainer_options, builder_options = check_training(dataset, model, epochs, data, model_options,
                                                       dataset_options)
@@ -105,6 +108,8 @@ def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, se
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     trainer = trainer_for(splits.task)
+    if batch_size is None and splits.task != "image-classification":
+        batch_size = DEFAULT_BATCH_SIZE  # the image trainer chooses its own (choose_batch_size)
     metrics, run_info = trainer.run(tf=tf, keras=keras, splits=splits, model_name=model, out=out, epochs=epochs,
                                     seed=seed, batch_size=batch_size, patience=patience,
                                     learning_rate=learning_rate, augment=augment, model_options=builder_options,
@@ -119,27 +124,128 @@ def train(dataset: str, model: str, out: str | os.PathLike, epochs: int = 30, se
     return metrics
 
 
-def start_from(model, weights) -> None:
-    """Load ``weights`` (a ``model.keras``) into the freshly built ``model``, if given; every trainer calls this.
+def start_from(model, weights, labels: list[str] | None = None) -> dict | None:
+    """Load ``weights`` into the freshly built ``model``, if given; every trainer calls this. Returns what was
+    transferred (run.json's ``transfer``), or None without weights.
 
     Why: a run can go on from an earlier one with a new learning-rate schedule (a warm restart) without paying for
-    the first schedule again, and a user can fine-tune a model of ours on their own data. Keras only *warns* when
-    it skips part of a file that does not match; a half-loaded model would train on silently, so that is an error.
+    the first schedule again, and a user can fine-tune a model of ours on their own data - with other classes too:
+    from a ``model.keras`` every layer whose weights fit is kept, and the head is new when the class count or the
+    labels (the earlier run's run.json) differ; one line on stderr says which. A ``.weights.h5`` holds no layer
+    structure to match, so it must fit the whole model. Another architecture is refused in one line.
     """
     if weights is None:
-        return
+        return None
+    from ..errors import ModelError
+    from ..keras_io import load_keras_model
+
+    path = Path(weights)
+    if not path.name.lower().endswith(".weights.h5"):
+        try:
+            source = load_keras_model(path)
+        except ModelError:
+            if path.suffix.lower() != ".h5":
+                raise
+        else:
+            return transfer_weights(source, model, path, labels, _run_labels(path))
+    return _load_weights_file(model, path)
+
+
+def _load_weights_file(model, path: Path) -> dict:
+    """A weights-only file (``.weights.h5``, or an ``.h5`` of weights such as keras.applications' ``*_notop.h5``):
+    the whole model's, or else its backbone's (the head then trains from scratch, in two stages)."""
+    layers = weighted_layers(model)
+    try:
+        _load_whole(model, path)
+        return {"from": str(path), "layers": len(layers), "layers_kept": len(layers), "new_head": False}
+    except InputError:
+        base = next((layer for layer in model.layers if getattr(layer, "layers", None)), None)
+        if base is None:
+            raise
+    try:
+        _load_whole(base, path)
+    except InputError:
+        raise InputError(f"--weights {path} fits neither model {model.name!r} nor its backbone {base.name!r}; give "
+                         "weights saved from the same --model and -o options (or the backbone's own file)") from None
+    kept = [layer.name for layer in weighted_layers(base)]
+    print(f"--weights {path}: kept {len(kept)} of {len(layers)} layers' weights (the backbone's); new head for "
+          f"{model.outputs[0].shape[-1]} classes", file=sys.stderr)
+    return {"from": str(path), "layers": len(layers), "layers_kept": len(kept), "kept": kept, "new_head": True}
+
+
+def _load_whole(model, path: Path) -> None:
+    """``model.load_weights`` that refuses a file which does not fit all of it (Keras only *warns* when it skips
+    part of a file; a half-loaded model would train on silently)."""
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model.load_weights(str(weights))
+            model.load_weights(str(path))
             problem = next((str(w.message) for w in caught if "Skipping" in str(w.message)), None)
         except ValueError as exc:
             problem = (str(exc).strip() or type(exc).__name__).splitlines()[0]
     if problem:
-        raise InputError(f"--weights {weights} does not fit model {model.name!r} with these options "
-                         f"(train with the same --model and -o options as that run): {problem}")
+        raise InputError(f"--weights {path} does not fit model {model.name!r} with these options "
+                         f"({problem.splitlines()[0][:120]}); a .weights.h5 must come from the same --model and -o "
+                         "options - give that run's model.keras to keep only the layers that fit")
+
+
+def _run_labels(weights: Path) -> list[str] | None:
+    """The labels of the run that wrote ``weights`` (its run.json beside it), if there is one."""
+    run = weights.parent / RUN_FILE
+    try:
+        return list(json.loads(run.read_text())["labels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def weighted_layers(model) -> list:
+    """The layers that hold weights, nested models (a keras.applications backbone) walked into, in graph order."""
+    found = []
+    for layer in model.layers:
+        if getattr(layer, "layers", None):
+            found.extend(weighted_layers(layer))
+        elif layer.weights:
+            found.append(layer)
+    return found
+
+
+def transfer_weights(source, model, path, labels: list[str] | None, source_labels: list[str] | None) -> dict:
+    """Copy each of ``source``'s weighted layers into the same-position layer of ``model`` where the shapes agree;
+    the last one (the head) only when the labels are the same too. Prints one line saying what was kept."""
+    src, dst = weighted_layers(source), weighted_layers(model)
+    if source.name != model.name or len(src) != len(dst):
+        raise InputError(f"--weights {path} does not fit model {model.name!r}: it holds a {source.name!r} with "
+                         f"{len(src)} weighted layers, not {len(dst)}; start from a run of the same --model, or "
+                         "train without --weights")
+    relabel = labels is not None and source_labels is not None and list(labels) != list(source_labels)
+    kept, replaced = [], []
+    for i, (old, new) in enumerate(zip(src, dst)):
+        values = old.get_weights()
+        fits = [v.shape for v in values] == [tuple(v.shape) for v in new.get_weights()]
+        if fits and not (relabel and i == len(dst) - 1):
+            new.set_weights(values)
+            kept.append(new.name)
+        else:
+            replaced.append(new.name)
+    if not kept:
+        raise InputError(f"--weights {path}: no layer of it fits model {model.name!r} with these options; train "
+                         "with the same -o options as that run, or without --weights")
+    new_head = dst[-1].name in replaced
+    classes = int(dst[-1].get_weights()[-1].shape[-1]) if dst[-1].get_weights() else 0
+    line = f"--weights {path}: kept {len(kept)} of {len(dst)} layers' weights"
+    if new_head:
+        line += f"; new head for {classes} classes" + (f" (it was trained on {len(source_labels)}: "
+                                                       f"{', '.join(source_labels[:6])}"
+                                                       f"{', ...' if len(source_labels) > 6 else ''})"
+                                                       if source_labels else "")
+    others = [name for name in replaced if name != dst[-1].name]
+    if others:
+        line += f"; not kept (shapes differ): {', '.join(others)}"
+    print(line, file=sys.stderr)
+    return {"from": str(path), "layers": len(dst), "layers_kept": len(kept), "kept": kept, "replaced": replaced,
+            "new_head": new_head, "source_labels": source_labels}
 
 
 #: How many training batches ``precise_batch_norm`` averages (200 x 16 = 3,200 scenes for the detector, ~15 s).
@@ -201,24 +307,40 @@ def fit_model(tf, keras, model, train_ds, val_ds, epochs: int, patience: int, ve
                      shuffle=False)
 
 
-def save_history(history, out: Path) -> None:
-    """history.json and history.png (loss and accuracy curves, train vs validation)."""
-    data = {k: [float(v) for v in values] for k, values in history.history.items()}
+def save_history(history, out: Path, kept_epoch: int | None = None, stage_starts=()) -> None:
+    """history.json and history.png (loss and accuracy curves, train vs validation; ``history`` a Keras History
+    or its ``.history`` dict), the kept epoch and the start of each later training stage marked."""
+    data = getattr(history, "history", history)
+    data = {k: [float(v) for v in values] for k, values in data.items()}
     (out / "history.json").write_text(json.dumps(data, indent=2) + "\n")
+    fig = history_figure(data, kept_epoch, stage_starts)
+    fig.savefig(out / "history.png", dpi=100)
+    _pyplot().close(fig)
+
+
+def history_figure(data: dict, kept_epoch: int | None = None, stage_starts=()):
+    """The history plot as a matplotlib figure: epochs counted from 1 (as Keras' log counts them), a vertical line
+    at ``kept_epoch`` (the weights early stopping kept) and at each stage start (``stage_starts``: epoch numbers)."""
     plt = _pyplot()
     metrics = [k for k in data if not k.startswith("val_")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     for ax, key in zip(axes[0], metrics):
-        ax.plot(data[key], label="train")
+        epochs = list(range(1, len(data[key]) + 1))
+        ax.plot(epochs, data[key], label="train")
         if f"val_{key}" in data:
-            ax.plot(data[f"val_{key}"], label="validation")
-        ax.set_title(key)
+            ax.plot(epochs, data[f"val_{key}"], label="validation")
+        for number, start in enumerate(stage_starts, start=2):
+            ax.axvline(start - 0.5, color="gray", linestyle=":", label=f"stage {number}")
+        if kept_epoch is not None:
+            ax.axvline(kept_epoch, color="green", linestyle="--", alpha=0.7, label=f"kept epoch {kept_epoch}")
+        ax.set_title(key if kept_epoch is None else f"{key} (kept epoch {kept_epoch})")
         ax.set_xlabel("epoch")
+        if len(epochs) < 12:
+            ax.set_xticks(epochs)
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "history.png", dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def save_confusion(y_true, y_pred, labels: list[str], path: Path, title: str) -> None:
@@ -245,19 +367,133 @@ def _pyplot():
     return plt
 
 
-@register_trainer("image-classification")
+#: The batch size when none is given, before ``choose_batch_size`` shrinks it for a small dataset.
+DEFAULT_BATCH_SIZE = 32
+#: The fewest steps an epoch should have: with 3 steps an epoch, batch norm's moving statistics and early stopping
+#: see too little (the issue's 2-class folder: validation stuck at 0.50 at batch 32, 1.00 at batch 8).
+MIN_STEPS = 10
+#: The image trainer's own -o options (None: automatic; see ``_stages``).
+IMAGE_TRAINER_OPTIONS = {"stage1_epochs": None, "unfreeze": None}
+#: Stage 2 of fine-tuning trains at this fraction of --lr (Model Maker and the Keras transfer-learning guide: a
+#: pretrained base moved at the full rate forgets what it knew in a few steps).
+STAGE2_LR_FACTOR = 0.1
+
+
+def choose_batch_size(train_size: int, requested: int | None) -> tuple[int, str]:
+    """``(batch size, why)``: ``requested`` as given (with a warning when an epoch would have fewer than
+    ``MIN_STEPS`` steps), else ``DEFAULT_BATCH_SIZE`` shrunk so that an epoch has at least ``MIN_STEPS``."""
+    if requested is None:
+        batch = max(1, min(DEFAULT_BATCH_SIZE, train_size // MIN_STEPS))
+        if batch < DEFAULT_BATCH_SIZE:
+            return batch, (f"the default {DEFAULT_BATCH_SIZE} shrunk so that an epoch has at least {MIN_STEPS} "
+                           "steps")
+        return batch, "the default"
+    batch = int(requested)
+    steps = math.ceil(train_size / batch)
+    if steps < MIN_STEPS:
+        auto = choose_batch_size(train_size, None)[0]
+        return batch, (f"--batch-size {batch}; warning: only {steps} steps per epoch, too few for batch norm and "
+                       f"early stopping to settle on a dataset this small - leave --batch-size out (it would be "
+                       f"{auto})")
+    return batch, f"--batch-size {batch}"
+
+
+def check_splits(splits) -> None:
+    """Refuse a split in which a class has no training or no validation example, in one line with advice: early
+    stopping judges a model on the validation split, and a class absent there is never judged."""
+    for which, name in (("train", "training"), ("val", "validation")):
+        y = np.asarray(splits.split(which)[1])
+        for index, label in enumerate(splits.labels):
+            if not np.any(y == index):
+                total = sum(int(np.sum(np.asarray(splits.split(s)[1]) == index)) for s in ("train", "val", "test"))
+                raise InputError(f"class {label!r} has no image in the {name} split ({total} in all); add images "
+                                 "to it (at least 10 per class, ideally 50 or more) or drop that class, so that "
+                                 "training and early stopping see every class")
+
+
+def dataset_summary(splits, batch_size: int, batch_note: str) -> str:
+    """What a run is about to train on, printed before training: the classes and their images per split, the
+    input size and colour mode and where each came from, the batch size and the steps per epoch."""
+    ys = [np.asarray(splits.split(s)[1]) for s in ("train", "val", "test")]
+    total = sum(len(y) for y in ys)
+    lines = [(f"dataset {splits.name}: {len(splits.labels)} classes, {total} images (train {len(ys[0])}, "
+              f"validation {len(ys[1])}, test {len(ys[2])})")]
+    width = max(5, *(len(label) for label in splits.labels))
+    lines.append(f"  {'class':<{width}}  train    val   test")
+    shown = splits.labels if len(splits.labels) <= 20 else splits.labels[:20]
+    for index, label in enumerate(shown):
+        counts = [int(np.sum(y == index)) for y in ys]
+        lines.append(f"  {label:<{width}}  {counts[0]:>5}  {counts[1]:>5}  {counts[2]:>5}")
+    if len(shown) < len(splits.labels):
+        lines.append(f"  ... and {len(splits.labels) - len(shown)} more classes")
+    prep = splits.preprocessing
+    colour = "gray" if prep.get("channels", 1) == 1 else "rgb"
+    size_from = splits.origin.get("size") or (f"-d size={splits.options['size']}" if "size" in splits.options
+                                             else "the dataset's own")
+    colour_from = splits.origin.get("color") or "the dataset's own"
+    lines.append(f"input {prep['height']}x{prep['width']}x{prep.get('channels', 1)} {colour} "
+                 f"(size: {size_from}; colour: {colour_from})")
+    lines.append(f"batch size {batch_size} ({batch_note}): {math.ceil(len(ys[0]) / batch_size)} steps per epoch")
+    return "\n".join(lines)
+
+
+def check_image_options(options: dict, epochs: int) -> None:
+    """``-o stage1_epochs`` and ``-o unfreeze`` are whole numbers >= 0 (or left out: automatic)."""
+    for key in IMAGE_TRAINER_OPTIONS:
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InputError(f"-o {key}={value} is not a whole number >= 0; leave it out for the automatic choice")
+
+
+def _stages(options: dict, epochs: int, pretrained: list) -> tuple[int, int | None]:
+    """``(stage-1 epochs, layers to unfreeze in stage 2)``. Without a pretrained base there is one stage. With one
+    (weights kept under a new head), stage 1 trains the head on the frozen base for ``-o stage1_epochs`` (default:
+    half the epochs), then stage 2 unfreezes the top ``-o unfreeze`` weighted layers of the base (default: all)."""
+    if not pretrained:
+        return epochs, None
+    stage1 = options.get("stage1_epochs")
+    stage1 = max(1, epochs // 2) if stage1 is None else min(int(stage1), epochs)
+    unfreeze = options.get("unfreeze")
+    return stage1, (len(pretrained) if unfreeze is None else int(unfreeze))
+
+
+def _set_trainable(model, frozen: set) -> None:
+    """Freeze the layers named in ``frozen`` (a frozen BatchNormalization layer also runs in inference mode, so the
+    base keeps the statistics it was trained with), unfreeze the others."""
+    for layer in model.layers:  # first: making a nested backbone trainable makes all its layers trainable
+        if getattr(layer, "layers", None):
+            layer.trainable = True
+    for layer in weighted_layers(model):
+        layer.trainable = layer.name not in frozen
+
+
+@register_trainer("image-classification", options=IMAGE_TRAINER_OPTIONS, check=check_image_options)
 def _train_image_classifier(tf, keras, splits, model_name, out, epochs, seed, batch_size, patience,
                             learning_rate, augment, model_options, trainer_options, verbose, weights=None):
     from ..runtime.image import pixels_to_input
-
-    prep = splits.preprocessing
-    x_train, x_val, x_test = (pixels_to_input(x, prep) for x in (splits.x_train, splits.x_val, splits.x_test))
+    from . import backbones
     from .models import create_model
 
-    model = create_model(model_name, x_train.shape[1:], len(splits.labels), **model_options)
-    start_from(model, weights)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    check_splits(splits)
+    batch_size, batch_note = choose_batch_size(len(splits.y_train), batch_size)
+    splits.preprocessing.update(backbones.preprocessing_for(model_name, splits.preprocessing))
+    prep = splits.preprocessing
+    print(dataset_summary(splits, batch_size, batch_note), file=sys.stderr)
+    x_train, x_val, x_test = (pixels_to_input(x, prep) for x in (splits.x_train, splits.x_val, splits.x_test))
+
+    imagenet = str(weights) == "imagenet"
+    model = create_model(model_name, x_train.shape[1:], len(splits.labels), **model_options,
+                         **({"weights": "imagenet"} if imagenet else {}))
+    if imagenet:
+        pretrained = [layer.name for layer in weighted_layers(model)[:-1]]
+        transfer = {"from": "imagenet", "layers": len(pretrained) + 1, "layers_kept": len(pretrained),
+                    "new_head": True}
+        weights = None
+    else:
+        transfer = start_from(model, weights, splits.labels)
+        pretrained = transfer["kept"] if transfer and transfer.get("new_head") else []
+    stage1, unfreeze = _stages(trainer_options, epochs, pretrained)
+
     train_ds = tf.data.Dataset.from_tensor_slices((x_train, splits.y_train)).shuffle(len(x_train), seed=seed)
     train_ds = train_ds.batch(batch_size)
     if augment:
@@ -265,17 +501,62 @@ def _train_image_classifier(tf, keras, splits, model_name, out, epochs, seed, ba
         train_ds = train_ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, splits.y_val)).batch(256)
-    history = fit_model(tf, keras, model, train_ds, val_ds, epochs, patience, verbose)
+
+    plan = [(1, stage1, learning_rate, set(pretrained))]  # (stage, epochs, learning rate, frozen layers)
+    if pretrained and epochs > stage1 and unfreeze:
+        base = [layer for layer in weighted_layers(model) if layer.name in set(pretrained)]
+        movable = [layer.name for layer in base if not isinstance(layer, keras.layers.BatchNormalization)]
+        plan.append((2, epochs - stage1, learning_rate * STAGE2_LR_FACTOR,
+                     set(pretrained) - set(movable[-unfreeze:])))
+    elif pretrained:
+        plan[0] = (1, epochs, learning_rate, set(pretrained))
+    plan = [stage for stage in plan if stage[1] > 0]  # -o stage1_epochs=0: straight to stage 2
+    history: dict[str, list] = {}
+    stage_starts, stages, best = [], [], None
+    for number, stage_epochs, rate, frozen in plan:
+        _set_trainable(model, frozen)
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        if number == 2:
+            if history:
+                stage_starts.append(len(history["loss"]) + 1)
+            print(f"stage 2: {len(pretrained) - len(frozen)} base layers unfrozen, learning rate {rate:g}",
+                  file=sys.stderr)
+        elif pretrained:
+            print(f"stage 1: training the new head on the frozen base ({len(frozen)} layers) for {stage_epochs} "
+                  "epochs", file=sys.stderr)
+        done = len(history.get("loss", []))
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+        fitted = model.fit(train_ds, validation_data=val_ds, epochs=stage_epochs, callbacks=[stop],
+                           verbose=verbose, shuffle=False)
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(values)
+        stage_best = (float(stop.best), done + stop.best_epoch + 1)
+        if best is None or stage_best[0] <= best[0]:
+            best, kept_weights = stage_best, model.get_weights()
+        else:
+            model.set_weights(kept_weights)  # this stage never beat the previous one's best
+        stages.append({"stage": number, "epochs_run": len(fitted.epoch), "learning_rate": rate,
+                       "frozen_layers": len(frozen)})
+    _set_trainable(model, set())
+    kept_epoch = best[1]
+    print(f"kept the weights of epoch {kept_epoch} of {len(history['loss'])} (lowest validation loss, "
+          f"{best[0]:.4f})", file=sys.stderr)
     model.save(out / "model.keras")
-    save_history(history, out)
+    save_history(history, out, kept_epoch, stage_starts)
     probabilities = model.predict(x_test, batch_size=256, verbose=0)
     y_pred = probabilities.argmax(axis=1)
     accuracy = float(np.mean(y_pred == splits.y_test))
     save_confusion(splits.y_test, y_pred, splits.labels, out / "confusion.png",
                    f"{model_name} on {splits.name} test: {accuracy:.2%}")
-    metrics = {"test_accuracy": accuracy, "test_size": len(y_pred), "epochs_run": len(history.epoch),
-               "parameters": int(model.count_params())}
-    return metrics, {}
+    metrics = {"test_accuracy": accuracy, "test_size": len(y_pred), "epochs_run": len(history["loss"]),
+               "kept_epoch": kept_epoch, "parameters": int(model.count_params())}
+    run_info = {"batch_size": batch_size, "kept_epoch": kept_epoch}
+    if len(stages) > 1 or pretrained:
+        run_info["stages"] = stages
+    if transfer:
+        run_info["transfer"] = transfer
+    return metrics, run_info
 
 
 def files_written(out: str | os.PathLike, since_ns: int) -> list[str]:

@@ -65,8 +65,9 @@ def models_for(task: str) -> list[str]:
 
 
 def builder_options(name: str) -> dict:
-    """``{option: default}`` the architecture's builder takes (its keyword parameters after shape and classes)."""
-    return keyword_defaults(model_info(name).builder, skip=("input_shape", "num_classes"))
+    """``{option: default}`` the architecture's builder takes (its keyword parameters after shape and classes;
+    ``weights``, which a backbone's builder takes, is the --weights flag)."""
+    return keyword_defaults(model_info(name).builder, skip=("input_shape", "num_classes", "weights"))
 
 
 def model_options(name: str) -> dict:
@@ -89,10 +90,16 @@ def split_model_options(name: str, options: dict) -> tuple[dict, dict]:
     return trainer, {k: v for k, v in options.items() if k not in trainer_defaults}
 
 
-def create_model(name: str, input_shape: tuple, num_classes: int, **options):
-    """Build the registered architecture ``name`` for this input shape and class count."""
+def create_model(name: str, input_shape: tuple, num_classes: int, weights: str | None = None, **options):
+    """Build the registered architecture ``name`` for this input shape and class count; ``weights``
+    (``"imagenet"``) only for a builder that takes it (a backbone, ``backbones.py``)."""
     options = {k: v for k, v in options.items() if v is not None}
     check_options(options, builder_options(name), f"model {name!r}")
+    if weights is not None:
+        if "weights" not in keyword_defaults(MODELS[name].builder):
+            raise InputError(f"--weights {weights} is for a pretrained backbone; model {name!r} has none - use "
+                             "mobilenetv2, mobilenetv3small or efficientnetb0, or give a model.keras")
+        options["weights"] = weights
     return MODELS[name].builder(tuple(input_shape), num_classes, **options)
 
 
@@ -190,4 +197,4 @@ def mobilenet_s(input_shape, num_classes, alpha: float = 1.0, dropout: float = 0
 
 
 # The text and detection architectures live in their own modules; importing them registers them.
-from . import detection_models, text_models  # noqa: F401
+from . import backbones, detection_models, text_models  # noqa: F401
