@@ -30,6 +30,13 @@ from .options import check_options, keyword_defaults
 
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.1
+#: Fewest images per class the 70/10/20 split can spread over train, validation and test (one each at least).
+MIN_PER_CLASS = 10
+#: The largest default input side of a folder dataset: the images' median size, capped here (ImageNet backbones'
+#: native size; larger inputs cost time and memory quadratically and rarely help a small dataset).
+MAX_DEFAULT_SIZE = 224
+#: Pillow modes that hold one channel: a folder of these trains a grayscale model.
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 @dataclass
@@ -58,6 +65,12 @@ class Splits:
     resample_train: Callable[[int], tuple[Any, Any]] | None = None
     #: For datasets read from the user's files: the file each test example came from (export ships them as samples).
     test_files: list[str] | None = None
+    #: Where the input size and colour mode came from (``{"size": ..., "color": ...}``), for the summary printed
+    #: before training: a user should never have to open run.json to learn that their images were shrunk.
+    origin: dict = field(default_factory=dict)
+    #: Further test sets ``edgecnn eval`` scores the model on (``{"name", "seed", "options", "split"}`` each, a
+    #: registered dataset): the manifest's ``dataset.extra_tests`` records them, e.g. drawn digits for ``digits``.
+    extra_tests: list[dict] = field(default_factory=list)
 
     def split(self, which: str) -> tuple[Any, Any]:
         """(x, y) of 'train', 'val' or 'test'."""
@@ -67,8 +80,11 @@ class Splits:
 
     def describe(self) -> dict:
         """The manifest's ``dataset`` section: enough to rebuild the held-out split."""
-        return {"name": self.name, "seed": self.seed, "options": self.options, "split": "test",
-                "sizes": {s: len(self.split(s)[1]) for s in ("train", "val", "test")}}
+        described = {"name": self.name, "seed": self.seed, "options": self.options, "split": "test",
+                     "sizes": {s: len(self.split(s)[1]) for s in ("train", "val", "test")}}
+        if self.extra_tests:
+            described["extra_tests"] = self.extra_tests
+        return described
 
 
 @dataclass(frozen=True)
@@ -111,7 +127,12 @@ def reads_files(name: str) -> bool:
 def dataset_options(name: str) -> dict:
     """``{option: default}`` of the ``-d`` options of dataset ``name``: its loader's keyword parameters except the
     seed and ``data``, which are the ``--seed`` and ``--data`` flags."""
-    return keyword_defaults(dataset_info(name).loader, skip=("seed", "data"))
+    own = keyword_defaults(dataset_info(name).loader, skip=("seed", "data"))
+    return {**own, **SUBSET_OPTIONS} if dataset_info(name).task == "image-classification" else own
+
+
+#: ``-d`` options every image-classification dataset takes (``subset``): few-shot subsets of it.
+SUBSET_OPTIONS = {"classes": None, "per_class": None}
 
 
 def check_dataset_options(name: str, options: dict, data: str | None = None) -> None:
@@ -129,22 +150,73 @@ def load_dataset(name: str, seed: int = 0, **options) -> Splits:
     check_dataset_options(name, options, data)
     if data is not None:
         options["data"] = data
+    subset_options = {k: options.pop(k) for k in SUBSET_OPTIONS if k in options}
     splits = DATASETS[name].loader(seed=seed, **options)
+    if subset_options:
+        splits = subset(splits, seed=seed, **subset_options)
+        options.update(subset_options)
     splits.seed = seed
     splits.options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
     return splits
 
 
 
-def stratified_split(labels: np.ndarray, seed: int, test: float = TEST_FRACTION,
-                     val: float = VAL_FRACTION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of a seeded stratified split: ``test`` and ``val`` are fractions of the whole."""
+def subset(splits: Splits, seed: int = 0, classes=None, per_class: int | None = None) -> Splits:
+    """A few-shot subset of an image dataset: only ``classes`` (label names, comma-separated or a list; in that
+    order, relabelled 0..n-1) and at most ``per_class`` training images of each (a seeded choice). Validation and
+    test keep every image of those classes, so that a 10-image run is measured on as many images as a full one.
+    """
+    if classes is not None:
+        wanted = [str(c).strip() for c in (classes.split(",") if isinstance(classes, str)
+                                           else classes if isinstance(classes, (list, tuple)) else [classes])]
+        unknown = [c for c in wanted if c not in splits.labels]
+        if unknown or len(wanted) < 2 or len(set(wanted)) != len(wanted):
+            raise InputError(f"-d classes={','.join(wanted)}: give two or more distinct labels of {splits.name} "
+                             f"({', '.join(splits.labels[:12])}{', ...' if len(splits.labels) > 12 else ''})"
+                             + (f"; it has no {', '.join(unknown)}" if unknown else ""))
+        old_index = [splits.labels.index(c) for c in wanted]
+        mapping = np.full(len(splits.labels), -1, dtype=np.int64)
+        mapping[old_index] = np.arange(len(wanted))
+        for which in ("train", "val", "test"):
+            x, y = splits.split(which)
+            keep = mapping[np.asarray(y)] >= 0
+            if which == "test" and splits.test_files is not None:
+                splits.test_files = [f for f, k in zip(splits.test_files, keep) if k]
+            setattr(splits, f"x_{which}", x[keep])
+            setattr(splits, f"y_{which}", mapping[np.asarray(y)[keep]])
+        splits.labels = wanted
+    if per_class is not None:
+        if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+            raise InputError(f"-d per_class={per_class} is not a number of images; give a whole number >= 1")
+        rng = np.random.default_rng(seed)
+        y = np.asarray(splits.y_train)
+        chosen = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class]
+                                         for c in range(len(splits.labels))]))
+        splits.x_train, splits.y_train = splits.x_train[chosen], y[chosen]
+    return splits
+
+
+def stratified_split(labels: np.ndarray, seed: int, test: float = TEST_FRACTION, val: float = VAL_FRACTION,
+                     names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of a seeded stratified split: ``test`` and ``val`` are fractions of the whole; ``names`` (the
+    labels' names) make the refusal of a class too small to split name it."""
     model_selection = require("sklearn.model_selection", "train", "Splitting a dataset")
     index = np.arange(len(labels))
-    rest, test_idx = model_selection.train_test_split(index, test_size=test, random_state=seed,
-                                                      stratify=labels)
-    train_idx, val_idx = model_selection.train_test_split(rest, test_size=val / (1 - test), random_state=seed,
-                                                          stratify=labels[rest])
+    try:
+        rest, test_idx = model_selection.train_test_split(index, test_size=test, random_state=seed,
+                                                          stratify=labels)
+        train_idx, val_idx = model_selection.train_test_split(rest, test_size=val / (1 - test), random_state=seed,
+                                                              stratify=labels[rest])
+    except ValueError:  # scikit-learn: "The least populated class in y has only 1 member ..." or too few for val
+        train_idx = val_idx = np.array([], dtype=int)
+    counts = np.bincount(labels)
+    short = [c for c in range(len(counts)) if counts[c] and not (np.any(labels[train_idx] == c)
+                                                                 and np.any(labels[val_idx] == c))]
+    if short:
+        name = names[short[0]] if names else short[0]
+        raise InputError(f"class {name!r} has only {counts[short[0]]} images, too few to put one in each of the "
+                         f"train, validation and test splits; add images (at least {MIN_PER_CLASS} per class, "
+                         "ideally 50 or more) or drop that class")
     return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
 
 
@@ -161,15 +233,70 @@ def _from_indices(name, x, y, labels, parts, prep) -> Splits:
 
 
 @register_dataset("digits", "image-classification",
-                  "scikit-learn's 1,797 real 8x8 handwritten digits, upscaled to 28x28 (embedded, the default)")
-def _load_digits(seed: int = 0, size: int = 28) -> Splits:
+                  "scikit-learn's 1,797 real 8x8 handwritten digits, upscaled to 28x28 (embedded, the default); "
+                  "polarity=auto and fit=ink make a model that reads digits drawn or printed dark on light at any "
+                  "size (the runtime inverts and frames each image as training did), strokes=true adds thinner "
+                  "and bolder copies of each training digit")
+def _load_digits(seed: int = 0, size: int = 28, polarity: str = "none", fit: str = "none",
+                 strokes: bool = False) -> Splits:
     sklearn_datasets = require("sklearn.datasets", "train", "The digits dataset")
+    _check_choice("polarity", polarity, image_io.POLARITIES)
+    _check_choice("fit", fit, image_io.FITS)
     digits = sklearn_datasets.load_digits()
     raw = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
     x = np.stack([image_io.resize_array(img, size, size) for img in raw])[..., None]
     y = digits.target.astype(np.int64)
-    return _from_indices("digits", x, y, [str(i) for i in range(10)], stratified_split(y, seed),
-                         image_preprocessing(size, size, 1))
+    prep = image_preprocessing(size, size, 1)
+    if polarity != "none" or fit != "none":
+        prep.update(handwriting_preprocessing(size, polarity, fit))
+        x = np.stack([image_io.load_pixels(img[:, :, 0], prep)[0] for img in x])  # the runtime's own framing
+    splits = _from_indices("digits", x, y, [str(i) for i in range(10)], stratified_split(y, seed), prep)
+    if strokes:
+        splits.x_train, splits.y_train = stroke_variants(splits.x_train, splits.y_train, prep)
+    if fit == "ink":  # what it is for: edgecnn eval also scores it on generated drawn and printed digits
+        splits.extra_tests = [{"name": "drawn-digits", "seed": 0, "options": {}, "split": "test"}]
+    return splits
+
+
+def _check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise InputError(f"-d {key}={value} is not one of {', '.join(choices)}; pick one of those")
+
+
+def handwriting_preprocessing(size: int, polarity: str = "auto", fit: str = "ink") -> dict:
+    """The manifest's polarity and framing fields of a digits model (see runtime.image.load_pixels)."""
+    prep = {"polarity": polarity, "fit": fit}
+    if fit == "ink":
+        prep.update(fit_size=round(image_io.FIT_SIZE_FRACTION * size), fit_threshold=image_io.FIT_THRESHOLD)
+    return prep
+
+
+def stroke_variants(x: np.ndarray, y: np.ndarray, prep: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` plus a thinner (3x3 minimum filter) and two bolder (3x3 and 5x5 maximum filter) copies of each image,
+    re-framed by the runtime's own function: a pen's width varies, the 8x8 scans' hardly does (without the 5x5 copy
+    a felt-tip 7, pen a fifth of its height, read as 1). Training split only."""
+    from PIL import Image, ImageFilter
+
+    copies = [x]
+    for kind in (ImageFilter.MinFilter(3), ImageFilter.MaxFilter(3), ImageFilter.MaxFilter(5)):
+        copies.append(np.stack([image_io.load_pixels(np.asarray(Image.fromarray(img[:, :, 0]).filter(kind)),
+                                                     prep)[0] for img in x]))
+    return np.concatenate(copies), np.concatenate([y] * len(copies))
+
+
+@register_dataset("drawn-digits", "image-classification",
+                  "a test set of digits drawn with a pen or typeset by Pillow (seeded): 28-400 px, dark on light "
+                  "or light on dark, thin to bold, some in colour, mild noise and blur; images keep their own size "
+                  "(per_class images of each digit in the test split)")
+def _load_drawn_digits(seed: int = 0, per_class: int = 60, size: int = 28) -> Splits:
+    from .drawn_digits import drawn_digits
+
+    parts = [drawn_digits(seed, count, stream) for stream, count in
+             enumerate((max(1, per_class // 3), max(1, per_class // 6), int(per_class)))]
+    prep = {**image_preprocessing(size, size, 1), **handwriting_preprocessing(size)}
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = parts
+    return Splits("drawn-digits", "image-classification", [str(i) for i in range(10)], x_train, y_train, x_val,
+                  y_val, x_test, y_test, prep)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -219,9 +346,11 @@ def _load_mnist(seed: int = 0, data: str | None = None) -> Splits:
 
 
 @register_dataset("folder", "image-classification",
-                  "your images: --data DIR with one sub-folder per class, any size, grayscale or colour")
-def _load_folder(seed: int = 0, data: str | None = None, size: int = 64, color_mode: str | None = None,
-                 background: int = 0) -> Splits:
+                  "your images: --data DIR with one sub-folder per class, any size, grayscale or colour; "
+                  "size=auto is the images' median size capped at 224, color=gray|rgb|auto (auto: the majority; "
+                  "color_mode=L|RGB is the old spelling)")
+def _load_folder(seed: int = 0, data: str | None = None, size: int | None = None, color: str = "auto",
+                 color_mode: str | None = None, background: int = 0) -> Splits:
     if not data:
         raise InputError("the folder dataset needs --data DIR with one sub-folder of images per class")
     root = Path(data)
@@ -235,16 +364,57 @@ def _load_folder(seed: int = 0, data: str | None = None, size: int = 64, color_m
     if not files:
         raise InputError(f"{root}: the class folders contain no images")
     images = [image_io.open_image(f) for f, _ in files]
-    if color_mode is None:
-        color_mode = "L" if all(im.mode in ("1", "L", "LA", "I", "I;16", "F") for im in images) else "RGB"
-    channels = 1 if color_mode == "L" else 3
-    prep = image_preprocessing(size, size, channels, background)
+    names = [f.relative_to(root).as_posix() for f, _ in files]
+    channels, color_origin = _folder_colour(images, names, color, color_mode)
+    (height, width), size_origin = _folder_size(images, size)
+    prep = image_preprocessing(height, width, channels, background)
     x = np.stack([image_io.load_pixels(im, prep)[0] for im in images])
     y = np.array([i for _, i in files], dtype=np.int64)
-    parts = stratified_split(y, seed)
+    parts = stratified_split(y, seed, names=classes)
     splits = _from_indices("folder", x, y, classes, parts, prep)
     splits.test_files = [str(files[i][0]) for i in parts[2]]
+    splits.origin = {"size": size_origin, "color": color_origin}
     return splits
+
+
+def _folder_size(images, size: int | None) -> tuple[tuple[int, int], str]:
+    """``((height, width), where it came from)``: ``-d size=N`` (square), else the images' median size, scaled
+    down (aspect kept) so that its longer side is at most ``MAX_DEFAULT_SIZE``."""
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+            raise InputError(f"-d size={size} is not an image side; give a whole number of pixels >= 8, or leave it "
+                             "out for the images' median size")
+        return (size, size), f"-d size={size}"
+    width = int(np.median([im.width for im in images]))
+    height = int(np.median([im.height for im in images]))
+    scale = min(1.0, MAX_DEFAULT_SIZE / max(width, height))
+    shape = (max(8, round(height * scale)), max(8, round(width * scale)))
+    capped = f", capped at {MAX_DEFAULT_SIZE}" if scale < 1 else ""
+    return shape, f"the images' median size ({height}x{width}){capped}; -d size=N to choose"
+
+
+def _folder_colour(images, names: list[str], color: str, color_mode: str | None) -> tuple[int, str]:
+    """``(channels, where it came from)`` for ``-d color=gray|rgb|auto`` (or the older ``-d color_mode=L|RGB``);
+    auto takes the majority, and the images converted to it are named (a colour JPEG among grayscale scans used to
+    turn the whole model RGB without a word)."""
+    if color_mode is not None:
+        legacy = {"L": "gray", "RGB": "rgb"}
+        if color_mode not in legacy:
+            raise InputError(f"-d color_mode={color_mode} is not L or RGB; use -d color=gray|rgb|auto")
+        color, given = legacy[color_mode], f"-d color_mode={color_mode}"
+    else:
+        given = f"-d color={color}"
+    if color not in ("gray", "rgb", "auto"):
+        raise InputError(f"-d color={color} is not gray, rgb or auto (auto: the mode most of the images have)")
+    gray = [im.mode in GRAY_MODES for im in images]
+    if color == "auto":
+        color = "gray" if sum(gray) * 2 > len(gray) else "rgb"
+        given = f"-d color=auto: {sum(gray)} of {len(gray)} images are grayscale"
+    converted = [n for n, g in zip(names, gray) if g != (color == "gray")]
+    if converted:
+        shown = ", ".join(converted[:5]) + (f" and {len(converted) - 5} more" if len(converted) > 5 else "")
+        given += f"; converted to {color}: {shown}"
+    return (1 if color == "gray" else 3), given
 
 
 def sample_name(label: str, k: int, suffix: str) -> str:
