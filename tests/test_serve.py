@@ -340,9 +340,9 @@ def test_a_bug_is_500_with_one_line(exports, monkeypatch):
     assert answer.json() == {"error": "internal error: ZeroDivisionError: division by zero"}
 
 
-def test_full_line_is_503_and_the_waiting_request_still_gets_its_answer(exports, monkeypatch):
-    app = create_app([str(exports["digits-cnn"])], workers=1, max_queue=0)
-    model = app.state.models.get("digits-cnn")
+
+def hold_predictions(model, monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Make ``model.predict`` wait inside (``entered`` set) until ``release`` is set: a request in flight."""
     entered, release = threading.Event(), threading.Event()
     real_predict = model.predict
 
@@ -352,6 +352,12 @@ def test_full_line_is_503_and_the_waiting_request_still_gets_its_answer(exports,
         return real_predict(*args)
 
     monkeypatch.setattr(model, "predict", slow_predict)
+    return entered, release
+
+def test_full_line_is_503_and_the_waiting_request_still_gets_its_answer(exports, monkeypatch):
+    app = create_app([str(exports["digits-cnn"])], workers=1, max_queue=0)
+    model = app.state.models.get("digits-cnn")
+    entered, release = hold_predictions(model, monkeypatch)
     sample = digit_samples(exports)[0].read_bytes()
     with TestClient(app) as test_client:
         first = {}
@@ -546,15 +552,7 @@ def test_shutdown_answers_the_request_in_flight(exports, monkeypatch):
 
     app = create_app([str(exports["digits-cnn"])], workers=1)
     model = app.state.models.get("digits-cnn")
-    entered, release = threading.Event(), threading.Event()
-    real_predict = model.predict
-
-    def slow_predict(*args):
-        entered.set()
-        release.wait(30)
-        return real_predict(*args)
-
-    monkeypatch.setattr(model, "predict", slow_predict)
+    entered, release = hold_predictions(model, monkeypatch)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
