@@ -8,7 +8,7 @@ and ``edgecnn eval``/``bench`` call the same :meth:`predict` that users call, so
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -545,19 +545,6 @@ def load(model: str | os.PathLike, format: str | None = None, threads: int | Non
     except KeyError:
         raise ModelError(f"{manifest.folder}: this edgecnn cannot run {manifest.task} models yet") from None
     return cls(manifest, format=format, threads=threads)
-
-
-def iter_image_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Expand folder arguments to the images in them; files pass through as given (checked when opened)."""
-    expanded: list[str] = []
-    for item in paths:
-        if os.path.isdir(item):
-            expanded.extend(str(p) for p in image_io.list_images(item))
-        else:
-            expanded.append(str(item))
-    if not expanded:
-        raise InputError("no input given; pass image files or a folder")
-    return expanded
 
 
 __all__ = ["Category", "Classification", "Detection", "DetectionResult", "ImageClassifier", "ObjectDetector", "Task",
