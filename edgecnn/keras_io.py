@@ -73,7 +73,7 @@ def load_keras_model(path: str | Path):
         raise InputError(f"{path} is not a model edgecnn can load; it loads {SUPPORTED_MODELS}")
     try:
         with quiet_stderr():
-            return keras.saving.load_model(path, safe_mode=True, compile=False)
+            model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as exc:
         text = str(exc)
         if "Lambda" in text or "safe_mode" in text or "lambda" in text:
@@ -83,6 +83,20 @@ def load_keras_model(path: str | Path):
     except Exception as exc:  # noqa: BLE001 - zip, h5 and JSON errors all mean the same thing to the user
         raise ModelError(f"{path} is not a Keras model file Keras can load ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+    _check_built(model, path)
+    return model
+
+
+def _check_built(model, path: Path) -> None:
+    """A model saved before it knew its input (a Sequential never built or called) loads, but has no input shape
+    to export: refused here, in one line, rather than failing wherever ``model.inputs`` is first read."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise ModelError(f"{path} has no input shape (a Sequential model saved before it was built); start it with "
+                         "keras.Input((height, width, channels)), or call model.build(...), and save it again")
 
 
 def _load_saved_model(path: Path):
@@ -121,13 +135,19 @@ def keras_outputs(model, manifest: dict, inputs: np.ndarray, batch_size: int = 2
     from .runtime.tasks import as_probabilities
 
     raw = model.predict(inputs, batch_size=batch_size, verbose=0)
-    names = [o["name"] for o in manifest["outputs"]]
-    if isinstance(raw, dict):
-        outputs = [np.asarray(raw[name], dtype=np.float32) for name in names]
-    elif isinstance(raw, (list, tuple)):
-        outputs = [np.asarray(r, dtype=np.float32) for r in raw]
-    else:
-        outputs = [np.asarray(raw, dtype=np.float32)]
+    outputs = [np.asarray(r, dtype=np.float32) for r in ordered_outputs(raw, [o["name"] for o in manifest["outputs"]])]
     if manifest["task"] != "object-detection":  # classifiers are compared as probabilities, as the runtime gives
         outputs[0] = as_probabilities(outputs[0], manifest)
     return outputs
+
+
+def ordered_outputs(raw, names: list[str]) -> list:
+    """A model's outputs (one tensor, a list, or a dict) as a list in the order of the manifest's output ``names``.
+
+    A dict keyed by those names is read by name (edgecnn's detectors); any other dict, e.g. a user's classifier
+    returning ``{"scores": ...}``, in its own order, like a list: its keys are the user's, ours are the manifest's.
+    Export's serving function and the Keras reference both call this, so the files and the reference agree.
+    """
+    if isinstance(raw, dict):
+        return [raw[name] for name in names] if set(names) <= set(raw) else list(raw.values())
+    return list(raw) if isinstance(raw, (list, tuple)) else [raw]

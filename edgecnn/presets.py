@@ -120,6 +120,13 @@ def choose_preprocessing(model, channels: int, preset: str | None = None, **expl
     (x / 255), edgecnn's own convention, said so in the reason so that ``edgecnn info`` shows the guess.
     """
     given = {k: v for k, v in explicit.items() if v is not None and v != ()}
+    integer = _integer_input(model)
+    if integer and ((preset or "raw") != "raw" or {"mean", "std", "scale", "offset"} & set(given)):
+        raise InputError(f"model {model.name!r} takes {integer} pixels (0-255 as they are), which any scaling would "
+                         "round away; leave out --preprocess (raw) and --mean/--std/--scale/--offset")
+    if integer and preset is None:
+        return {**preprocessing_fields("raw", channels=channels, **given),
+                "preset_reason": f"the model's input is {integer}: pixels 0-255 as they are"}
     if preset is not None or given:
         options = " ".join(f"--{k.replace('_', '-')}" for k in given)
         reason = "given with " + " ".join(filter(None, ["--preprocess" if preset else "", options]))
@@ -130,6 +137,13 @@ def choose_preprocessing(model, channels: int, preset: str | None = None, **expl
     return {**preprocessing_fields("unit", channels=channels),
             "preset_reason": "default for a model edgecnn does not recognise (x / 255); pass --preprocess PRESET "
                              "if it was trained on other inputs"}
+
+
+def _integer_input(model) -> str | None:
+    """The dtype name of an integer image input (``uint8``, ``int32``...), or None for float inputs."""
+    dtype = str(getattr((getattr(model, "inputs", None) or [None])[0], "dtype", "float32"))
+    name = dtype.rsplit(".", 1)[-1].strip("'>")
+    return name if "int" in name else None
 
 
 def preprocessing_fields(preset: str | None = "unit", *, channels: int = 3, mean: Sequence[float] | None = None,

@@ -95,6 +95,24 @@ class _Named:
         self.name, self.layers = name, list(layers)
 
 
+def test_a_model_taking_uint8_pixels_gets_them_raw_and_refuses_any_scaling():
+    """Scaled pixels cast to uint8 inside the model would be rounded to 0 or 1: a silently blind model."""
+    from types import SimpleNamespace
+
+    from edgecnn.errors import InputError
+    from edgecnn.presets import choose_preprocessing
+
+    model = SimpleNamespace(name="u8", inputs=[SimpleNamespace(dtype="uint8")], layers=[])
+    fields = choose_preprocessing(model, 3)
+    assert fields["preset"] == "raw" and fields["scale"] == 1.0 and fields["offset"] == 0.0
+    assert "uint8" in fields["preset_reason"]
+    for given in ({"preset": "tf"}, {"mean": [127.5]}):
+        with pytest.raises(InputError, match="takes uint8 pixels"):
+            choose_preprocessing(model, 3, **given)
+    floats = SimpleNamespace(name="f", inputs=[SimpleNamespace(dtype="float32")], layers=[])
+    assert choose_preprocessing(floats, 3)["preset"] == "unit"
+
+
 def test_a_backbone_nested_in_the_users_model_is_recognised():
     model = _Named("functional", [_Named("input_layer"), _Named("mobilenetv2_1.00_96", [_Named("conv")])])
     preset, reason = recognise_model(model)

@@ -18,8 +18,11 @@ import pytest
 from edgecnn.errors import EdgecnnError, InputError, ModelError
 
 from .conftest import error_lines, run_cli
+from .keras_builders import readme_export, runtime_only_cli
 
 CLASSES = ["business", "sport", "tech"]
+#: Tokens per text, as in the README's worked example (--sequence-length 200).
+LENGTH = 200
 WORDS = {
     "business": "shares market profit bank Economy INVESTORS rally stock trade deal growth",
     "sport": "match goal team coach League PLAYERS win season final cup striker",
@@ -67,7 +70,7 @@ def read_corpus(path: Path) -> tuple[list[str], np.ndarray]:
 def seed_text_cnn(keras, vocab_size: int, inputs=None, x=None):
     """The seed's text CNN on token ids ``x`` (or a fresh int32 input)."""
     if inputs is None:
-        inputs = x = keras.Input((32,), dtype="int32")
+        inputs = x = keras.Input((LENGTH,), dtype="int32")
     x = keras.layers.Embedding(vocab_size, 16)(x)
     x = keras.layers.Conv1D(128, 5, activation="relu")(x)
     x = keras.layers.GlobalMaxPooling1D()(x)
@@ -85,7 +88,7 @@ def user_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("user_text")
     corpus = write_corpus(root / "corpus.csv")
     texts, y = read_corpus(corpus)
-    vectorizer = keras.layers.TextVectorization(max_tokens=120, output_sequence_length=32, name="vectorizer")
+    vectorizer = keras.layers.TextVectorization(max_tokens=120, output_sequence_length=LENGTH, name="vectorizer")
     vectorizer.adapt(texts)
     vocabulary = vectorizer.get_vocabulary()
     model = seed_text_cnn(keras, 120)
@@ -102,10 +105,11 @@ def user_models(tmp_path_factory):
 
 
 def check_infer(out: Path, expected: np.ndarray, formats) -> None:
-    """``edgecnn infer --text`` per format (a fresh process, the runtime only) against Keras' scores."""
+    """``edgecnn infer --text`` per format (a fresh process that cannot import TensorFlow, Keras or ONNX: the runtime
+    only) against Keras' scores."""
     args = [a for text in PROBES for a in ("--text", text)]
     for fmt in formats:
-        result = run_cli("infer", "--model", str(out), "--format", fmt, "--json", "--top-k", "3", *args)
+        result = runtime_only_cli("infer", "--model", str(out), "--format", fmt, "--json", "--top-k", "3", *args)
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
         assert len(lines) == len(PROBES)
@@ -124,33 +128,86 @@ def check_infer(out: Path, expected: np.ndarray, formats) -> None:
 ALL_FORMATS = ("onnx", "onnx-int8", "tflite", "tflite-int8")
 
 
+def readme_files(user_models, folder: Path, args: list[str], model: str) -> None:
+    """The files a README text example names, in ``folder``: the model, vocabulary, labels, calibration."""
+    import shutil
+
+    root, option = user_models["root"], dict(zip(args, args[1:]))
+    shutil.copy(root / model, folder / args[1])
+    shutil.copy(root / "labels.txt", folder / option["--labels"])
+    if "--vocabulary" in option:
+        shutil.copy(root / "vocab.txt", folder / option["--vocabulary"])
+    calibration = folder / option["--calibration"]
+    if option["--calibration"].endswith(".csv"):
+        shutil.copy(user_models["corpus"], calibration)
+        return
+    texts, y = read_corpus(user_models["corpus"])
+    for i, (text, label) in enumerate(zip(texts, y)):
+        (calibration / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        (calibration / CLASSES[label] / f"{i}.txt").write_text(text, encoding="utf-8")
+
+
 @pytest.mark.slow
-def test_a_model_on_token_ids_exports_with_its_vocabulary_file(user_models, tmp_path):
+def test_a_model_on_token_ids_exports_with_its_vocabulary_file_as_the_readme_shows(user_models, tmp_path):
+    """The README's third worked example, run as written: a model on token ids, its vocabulary, a CSV."""
+    args = readme_export("reviews_cnn.keras")
+    readme_files(user_models, tmp_path, args, "ids.keras")
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / dict(zip(args, args[1:]))["--out"]
+    manifest = json.loads((out / "edgecnn.json").read_text())
+    assert manifest["task"] == "text-classification" and set(ALL_FORMATS) <= set(manifest["files"])
+    assert manifest["text"]["vocabulary"] == user_models["vocabulary"]
+    assert manifest["input"]["shape"] == [None, LENGTH] and manifest["input"]["dtype"] == "int32"
+    check_infer(out, user_models["expected"], ALL_FORMATS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["h5", "saved_model"])
+def test_a_model_on_token_ids_exports_from_h5_and_a_saved_model_folder(user_models, tmp_path, kind):
+    """The other two inputs edgecnn accepts, for text: a legacy .h5 file and a SavedModel folder on token ids. A
+    SavedModel taking strings hides its TextVectorization: refused in one line."""
+    keras = _keras()
     root = user_models["root"]
-    result = run_cli("export", str(root / "ids.keras"), "--out", str(tmp_path / "out"), "--vocabulary",
-                     str(root / "vocab.txt"), "--sequence-length", "32", "--labels", str(root / "labels.txt"),
-                     "--calibration", str(user_models["corpus"]), "--calibration-size", "40")
+    model = keras.saving.load_model(root / "ids.keras")
+    path = tmp_path / ("ids.h5" if kind == "h5" else "ids_saved_model")
+    if kind == "h5":
+        model.save(path)
+    else:
+        model.export(str(path), verbose=False)
+    result = run_cli("export", str(path), "--out", str(tmp_path / "out"), "--vocabulary", str(root / "vocab.txt"),
+                     "--labels", str(root / "labels.txt"), "--calibration", str(user_models["corpus"]),
+                     "--calibration-size", "40", "--formats", ",".join(ALL_FORMATS))
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "out" / "edgecnn.json").read_text())
     assert manifest["task"] == "text-classification" and set(manifest["files"]) == set(ALL_FORMATS)
-    assert manifest["text"]["vocabulary"] == user_models["vocabulary"]
-    assert manifest["input"]["shape"] == [None, 32] and manifest["input"]["dtype"] == "int32"
+    assert manifest["input"]["shape"] == [None, LENGTH] and manifest["outputs"][0]["kind"] == "probabilities"
     check_infer(tmp_path / "out", user_models["expected"], ALL_FORMATS)
+    if kind == "saved_model":
+        keras.saving.load_model(root / "strings.keras").export(str(tmp_path / "strings_sm"), verbose=False)
+        refused = run_cli("export", str(tmp_path / "strings_sm"), "--out", str(tmp_path / "out2"), "--labels",
+                          str(root / "labels.txt"), "--calibration", str(user_models["corpus"]))
+        assert refused.returncode == 2, refused.stderr
+        (line,) = error_lines(refused)
+        assert "takes strings" in line and "SavedModel" in line
 
 
 @pytest.mark.slow
-def test_a_string_model_exports_with_its_text_vectorization_cut_off(user_models, tmp_path):
-    from edgecnn.export import export_model
-
-    root = user_models["root"]
-    manifest = export_model(root / "strings.keras", tmp_path / "out", labels=str(root / "labels.txt"),
-                            calibration=str(user_models["corpus"]), calibration_size=40)
+def test_a_string_model_exports_with_its_text_vectorization_cut_off_as_the_readme_shows(user_models, tmp_path):
+    """The README's model with its TextVectorization inside, run as written: calibrated on a text folder."""
+    args = readme_export("reviews_with_vectorizer.keras")
+    readme_files(user_models, tmp_path, args, "strings.keras")
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / dict(zip(args, args[1:]))["--out"]
+    manifest = json.loads((out / "edgecnn.json").read_text())
+    assert set(ALL_FORMATS) <= set(manifest["files"]) and manifest["dataset"]["name"] == "text-folder"
     assert manifest["text"]["vocabulary"] == user_models["vocabulary"]
-    assert manifest["text"]["sequence_length"] == 32 and "vectorizer" in manifest["text"]["source"]
-    assert manifest["input"] == {"name": "tokens", "shape": [None, 32], "dtype": "int32",
+    assert manifest["text"]["sequence_length"] == LENGTH and "vectorizer" in manifest["text"]["source"]
+    assert manifest["input"] == {"name": "tokens", "shape": [None, LENGTH], "dtype": "int32",
                                  "layout": "NT (batch, token ids)"}
-    check_infer(tmp_path / "out", user_models["expected"], ALL_FORMATS)
-    evaluated = run_cli("eval", str(tmp_path / "out"), "--json")  # Keras reference: the same cut graph
+    check_infer(out, user_models["expected"], ALL_FORMATS)
+    evaluated = run_cli("eval", str(out), "--json")  # Keras reference: the same cut graph
     assert evaluated.returncode == 0, evaluated.stderr
 
 
@@ -250,15 +307,17 @@ def test_mismatches_are_one_line_refusals_before_any_conversion(user_models, tmp
 
     root = user_models["root"]
     (tmp_path / "two.txt").write_text("business\nsport\n")
+    (tmp_path / "four.json").write_text(json.dumps(CLASSES + ["health"]))
     (tmp_path / "big.txt").write_text("\n".join(f"w{i}" for i in range(200)))
     common = {"calibration": str(user_models["corpus"])}
     cases = [
         (root / "ids.keras", {"labels": str(tmp_path / "two.txt"), "text": {"vocabulary": str(root / "vocab.txt")}},
          "gives 3 class scores but 2 labels"),
+        (root / "strings.keras", {"labels": str(tmp_path / "four.json")}, "gives 3 class scores but 4 labels"),
         (root / "ids.keras", {"text": {"vocabulary": str(root / "vocab.txt"), "sequence_length": 64}},
          "--sequence-length 64"),
         (root / "ids.keras", {"text": {"vocabulary": str(tmp_path / "big.txt")}}, "has 120 rows"),
-        (root / "ids.keras", {"text": {"sequence_length": 32}}, "needs --vocabulary"),
+        (root / "ids.keras", {"text": {"sequence_length": LENGTH}}, "needs --vocabulary"),
         (root / "strings.keras", {"text": {"vocabulary": str(root / "vocab.txt")}}, "leave out --vocabulary"),
     ]
     for model, options, refused in cases:

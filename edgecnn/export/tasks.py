@@ -35,6 +35,8 @@ class ExportAdapter:
 
     def serving_fn(self, tf):
         """A ``tf.function`` with a named input signature and a dict of named outputs: what both converters take."""
+        from ..keras_io import ordered_outputs
+
         spec = self.input_spec()
         signature = [tf.TensorSpec(spec["shape"], tf.as_dtype(spec["dtype"]), name=spec["name"])]
         names = [o["name"] for o in self.outputs()]
@@ -42,11 +44,7 @@ class ExportAdapter:
 
         @tf.function(input_signature=signature)
         def serve(inputs):
-            raw = model(inputs, training=False)
-            if isinstance(raw, dict):
-                return {name: raw[name] for name in names}
-            raw = raw if isinstance(raw, (list, tuple)) else [raw]
-            return dict(zip(names, raw))
+            return dict(zip(names, ordered_outputs(model(inputs, training=False), names)))
 
         return serve
 
@@ -71,9 +69,21 @@ class ExportAdapter:
 
     def failures(self, fmt: str, measured: dict, keras_metric: dict, thresholds: dict) -> list[str]:
         """Why ``fmt`` must be refused: fp32 files by their largest output difference from Keras (the same rule for
-        every task), int8 files by the task's own rule (:meth:`int8_failures`)."""
-        if fmt.endswith("int8"):
-            return self.int8_failures(fmt, measured, keras_metric, thresholds)
+        every task), int8 files by the task's own rule (:meth:`int8_failures`).
+
+        The weight-only TFLite files: ``tflite-dynamic`` rounds activations to int8 on the fly, so it errs like an
+        int8 file and meets the int8 rule. ``tflite-fp16`` rounds each weight to 11 significant bits (relative error
+        up to 4.9e-4), which compounds over layers to 1e-3..1e-2 of the outputs' scale: far above fp32's
+        ``max_diff``, below int8's error. It must keep the int8 rule's predictions AND a bound of its own on
+        ``max_rel_diff`` (max |Δ| over the largest |output| Keras gives, at least 1, so a detector's raw box
+        distances count like probabilities): ``max_diff_fp16``, 5e-2 by default, ~5x the worst float16 rounding
+        measured (1.1e-2 on a barely trained detector, 1.1e-3 on digits), while a broken conversion errs by ~1."""
+        if fmt.endswith("int8") or fmt in ("tflite-dynamic", "tflite-fp16"):
+            failures = self.int8_failures(fmt, measured, keras_metric, thresholds)
+            if fmt != "tflite-fp16" or measured["max_rel_diff"] <= thresholds["max_diff_fp16"]:
+                return failures
+            return failures + [(f"{fmt}: max |Δ| of the outputs vs Keras, relative to their largest value, "
+                                f"{measured['max_rel_diff']:.2e} exceeds {thresholds['max_diff_fp16']:.0e}")]
         if measured["max_abs_diff"] > thresholds["max_diff"]:
             return [(f"{fmt}: max |Δ| of the outputs vs Keras {measured['max_abs_diff']:.2e} exceeds "
                      f"{thresholds['max_diff']:.0e}")]
@@ -184,6 +194,10 @@ def classifier_head(model, model_path, splits: Splits, outputs: str | None = Non
                              "labels and leave --multi-label out)")
         kind, reason = "multi-label", "multi-label, given with --multi-label"
     labels = splits.labels
+    if width == 1 and detected == "logits":
+        raise ModelError(f"{model_path} ends in one output unit without a sigmoid ({activation}); edgecnn exports "
+                         "one unit only as a binary head ending in sigmoid: give that Dense layer "
+                         "activation='sigmoid' (or one unit per class with softmax) and save it again")
     if kind == "sigmoid" and len(labels) != 2:
         raise InputError(f"{model_path} ends in one sigmoid unit (binary), which needs exactly 2 labels, negative "
                          f"first, but {len(labels)} were given ({', '.join(labels[:5])})")

@@ -184,12 +184,13 @@ def text_run_and_splits(model, model_path: Path, labels: str | None, calibration
                          "TextVectorization.get_vocabulary() order), or export the model with its "
                          "TextVectorization layer inside")
     section, layer = text_section(model, model_path, text)
+    data = str(Path(calibration).resolve())  # absolute: `edgecnn eval` rebuilds the split from any folder
     if calibration in DATASETS:
         splits = load_dataset(calibration, seed=seed)
     elif Path(calibration).is_file():
-        splits = load_dataset("text-csv", seed=seed, data=calibration)
+        splits = load_dataset("text-csv", seed=seed, data=data)
     elif Path(calibration).is_dir():
-        splits = load_dataset("text-folder", seed=seed, data=calibration)
+        splits = load_dataset("text-folder", seed=seed, data=data)
     else:
         raise InputError(f"--calibration {calibration}: no such file, folder or dataset; give a CSV with text and "
                          "label columns or a folder with one sub-folder of .txt files per class")
