@@ -133,6 +133,61 @@ def worst_layers(rows: list[dict], count: int | None = None) -> list[str]:
     return names[:count] if count is not None else names
 
 
+def feeding_layers(int8_path: str | os.PathLike) -> dict[str, list[str]]:
+    """Each layer of an int8 file -> the layers whose outputs it reads (past Quantize/Dequantize ops), named as
+    :func:`worst_layers` names them.
+
+    Why: keeping one layer in float does not keep its *input* in float. The layer that produces that input still
+    writes it on its own int8 grid, so a grid ruined by extreme-range activations (seen as the reading layer's bad
+    bias, whose scale is input scale x weight scale) survives until the producer is kept in float too.
+    """
+    path = Path(int8_path)
+    return _onnx_feeders(path) if path.suffix == ".onnx" else _tflite_feeders(path)
+
+
+def _onnx_feeders(path: Path) -> dict[str, list[str]]:
+    require("onnx", "train", "the ONNX quantization report")
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    feeders: dict[str, list[str]] = {}
+    for node in graph.node:
+        if node.op_type in _QDQ_OPS:
+            continue
+        for name in node.input:
+            source = producers.get(name)
+            while source is not None and source.op_type in _QDQ_OPS:
+                source = producers.get(source.input[0])
+            if source is not None and source.name not in feeders.setdefault(node.name, []):
+                feeders[node.name].append(source.name)
+    return feeders
+
+
+def _tflite_feeders(path: Path) -> dict[str, list[str]]:
+    from ..runtime.backends import import_litert_interpreter
+
+    interpreter = import_litert_interpreter()(model_path=str(path))
+    ops = interpreter._get_ops_details()  # private, but what TFLite's own QuantizationDebugger reads too
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    producer = {int(out): op for op in ops for out in op["outputs"]}
+    feeders: dict[str, list[str]] = {}
+    for op in ops:
+        if op["op_name"] in _QDQ_OPS or not len(op["outputs"]):
+            continue
+        layer = feeders.setdefault(names[int(op["outputs"][0])], [])
+        for index in op["inputs"]:
+            source = producer.get(int(index))
+            while source is not None and source["op_name"] in _QDQ_OPS:
+                source = producer.get(int(source["inputs"][0]))
+            if source is not None and names[int(source["outputs"][0])] not in layer:
+                layer.append(names[int(source["outputs"][0])])
+    return feeders
+
+
+_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "QUANTIZE", "DEQUANTIZE")
+
+
 # --- one tensor's error, accumulated over batches ------------------------------------------------------------------
 
 class _TensorError:
