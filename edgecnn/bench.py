@@ -118,8 +118,13 @@ def benchmark(model_dir: str | os.PathLike, formats: list[str] | None = None, ru
     return report
 
 
+#: int8 format -> its fp32 sibling; tflite-dynamic's hybrid kernels (int8 weights, activations quantized per call)
+#: are there to be faster too. tflite-fp16 is not: LiteRT dequantizes its weights once and computes in float32.
+INT8_SIBLINGS = {"onnx-int8": "onnx", "tflite-int8": "tflite", "tflite-dynamic": "tflite"}
+
+
 def flag_slow_int8(report: dict) -> dict:
-    """Mark each ``X-int8`` row that measured slower (p50) than its fp32 sibling ``X`` in the same run.
+    """Mark each int8 row (:data:`INT8_SIBLINGS`) that measured slower (p50) than its fp32 sibling in the same run.
 
     int8 is there to be faster and smaller; where it is only smaller, the user should know which file to ship.
     onnxruntime on x86-64 runs int8 *activations* (S8S8) in float between Quantize/Dequantize nodes, so int8 ONNX
@@ -127,17 +132,18 @@ def flag_slow_int8(report: dict) -> dict:
     """
     results = report["results"]
     for fmt, row in results.items():
-        sibling = results.get(fmt[:-len("-int8")]) if fmt.endswith("-int8") else None
+        base = INT8_SIBLINGS.get(fmt)
+        sibling = results.get(base) if base else None
         if not sibling or row.get("status") != "ok" or sibling.get("status") != "ok":
             continue
         slow, fast = row.get("p50_ms"), sibling.get("p50_ms")
         if slow is None or fast is None or slow <= fast:
             continue
-        base = fmt[:-len("-int8")]
         row["status"] = "int8 slower than fp32"
         report.setdefault("notes", []).append(
             f"{fmt}: int8 slower than fp32 (p50 {slow:.2f} ms vs {fast:.2f} ms, {slow / fast:.2f}x); prefer {base} "
-            "on this machine, or re-export with this edgecnn (uint8 activations run as integer kernels)")
+            "on this machine" + (", or re-export with this edgecnn (uint8 activations run as integer kernels)"
+                                 if fmt == "onnx-int8" else ""))
     return report
 
 

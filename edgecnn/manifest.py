@@ -27,8 +27,15 @@ FORMAT_FILES = {
     "onnx-int8": "model.int8.onnx",
     "tflite": "model.tflite",
     "tflite-int8": "model.int8.tflite",
+    "tflite-fp16": "model.fp16.tflite",  # float16 weights, float32 compute
+    "tflite-dynamic": "model.dynamic.tflite",  # int8 weights, float activations (dynamic range, no calibration)
 }
 FORMATS = tuple(FORMAT_FILES)
+#: Files an export has only when a --target asks (export/targets.py): key -> file name. Not exported by default.
+TARGET_FORMAT_FILES = {
+    "onnx-mobile": "model.ort",  # --target mobile: batch 1, onnxruntime's ORT format
+    "onnx-mobile-int8": "model.int8.ort",
+}
 
 # Limits of the contract. A value beyond them is damage to refuse, not a size to attempt: a text sequence length of
 # 1e12 would ask numpy for terabytes, an NMS over 10^5 candidates for a 10^10-element IoU matrix.
@@ -457,15 +464,42 @@ def _check_files(top: Fields) -> None:
         for text_key in ("precision", "format", "runtime"):
             if text_key in entry.section:
                 entry.string(text_key)
+        if "verified_in" in entry.section:  # {runtime: version} that ran it at export time; older exports lack it
+            verified = entry.section_of("verified_in")
+            for runtime in verified.section:
+                verified.string(runtime)
+        if "float_fallback" in entry.section:  # layers an int8 file keeps in float (export/fallback.py)
+            _check_float_fallback(entry.section_of("float_fallback"))
+
+
+def _check_float_fallback(fallback: Fields) -> None:
+    """What ``edgecnn info`` prints of it: the layers (each a name, its SQNR a number or null) and the gate's
+    numbers before and after."""
+    nodes = fallback.get("nodes", _MISSING)
+    if not isinstance(nodes, list) or not nodes or not all(isinstance(node, dict) for node in nodes):
+        raise fallback.error("nodes", "a non-empty list of objects (one per layer kept in float)", nodes)
+    for index, node in enumerate(nodes):
+        layer = Fields(node, fallback.where, fallback.path(f"nodes[{index}]"))
+        layer.string("name")
+        if layer.get("sqnr_db") is not None:
+            layer.number("sqnr_db")
+    gate = fallback.section_of("gate") if "gate" in fallback.section else None
+    for when in ("before", "after") if gate else ():
+        numbers = gate.section_of(when)
+        for key, value in numbers.section.items():
+            if value is not None:
+                numbers.number(key)
 
 
 def _check_informative(top: Fields) -> None:
     """What ``edgecnn info`` prints besides the runtime fields: a wrong type here must not crash it either."""
     if "name" in top.section:
         top.string("name")
-    for key in ("dataset", "versions", "source", "samples"):
+    for key in ("dataset", "versions", "source", "samples", "targets"):
         if key in top.section:
             top.section_of(key)
+    for name in top.get("targets", {}):  # per --target notes (export/targets.py): an object each
+        top.section_of("targets").section_of(name)
     if "validation" in top.section:
         results = top.section_of("validation").section_of("results")
         for fmt, values in results.section.items():

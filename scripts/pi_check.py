@@ -15,8 +15,8 @@ Raspberry Pi OS is Debian bookworm, for arm64 (64-bit) or armhf (32-bit). This s
 3. runs ``python -m edgecnn.cli infer --json`` under ``qemu-aarch64-static -cpu cortex-a72`` (every format) and
    ``qemu-arm-static -cpu cortex-a7`` (the .tflite files: 32-bit ARM has no onnxruntime) on every committed
    reference export, runs the same on this machine, and compares: same top-1 labels and scores within
-   ``--tolerance`` for fp32, same top-1 labels for int8, same detections with boxes within ``--box-tolerance``
-   pixels.
+   ``--tolerance`` for fp32 and fp16 weights, same top-1 labels for int8 and dynamic range, same detections with
+   boxes within ``--box-tolerance`` pixels.
 
 It prints a table and exits 1 on any mismatch, 2 when it cannot run (missing tool, no export, download failure).
 
@@ -414,6 +414,12 @@ def _box(detection: dict) -> list[float]:
     raise CheckError(f"a detection without a box: {detection}")
 
 
+#: Formats whose scores must match x86-64's within --tolerance: float32 arithmetic (tflite-fp16's float16 weights
+#: are widened to float32 once, when LiteRT builds the interpreter). The int8 ones (tflite-dynamic included: int8
+#: weights, activations quantized per call) must give the same top-1 labels.
+EXACT_FORMATS = ("onnx", "tflite", "tflite-fp16")
+
+
 def compare(host: dict[str, dict], guest: dict[str, dict], exact: bool, tolerance: float = 1e-4,
             box_tolerance: float = 1.0) -> Comparison:
     """Compare the JSON results of two runs of the same inputs.
@@ -537,6 +543,7 @@ class Stack:
 
         * ``tflite-int8`` on another LiteRT build (tflite-runtime 2.14, not ai-edge-litert): it rounds a few
           outputs one step apart;
+        * ``tflite-dynamic`` on any ARM: its hybrid kernels quantize activations on the fly, per instruction set;
         * ``onnx-int8`` on any ARM: onnxruntime's int8 kernels are per instruction set (x86-64 VNNI/AMX vs ARM
           NEON) and not bit-exact - on x86-64 alone, its fused and unfused int8 paths differ as much (0.04 in the
           detector's scores).
@@ -546,7 +553,7 @@ class Stack:
         (:func:`confident_problems`)."""
         if fmt == "tflite-int8":
             return "ai-edge-litert" not in self.names
-        return fmt == "onnx-int8"
+        return fmt in ("onnx-int8", "tflite-dynamic")
 
     def command(self, *args: str) -> list[str]:
         return guest_command(self.root, self.target, *args)
@@ -633,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         report, failed, host_results = [], 0, {}
         t = time.perf_counter()
         for case in cases:
-            exact = not case.fmt.endswith("int8")
+            exact = case.fmt in EXACT_FORMATS
             for stack in stacks:
                 if not stack.runs(case.fmt):
                     continue

@@ -54,7 +54,7 @@ def test_training_writes_map_metrics_and_the_detection_section(trained):
 def test_export_validates_raw_outputs_and_writes_scenes_with_coco_truth(exported):
     out, data = exported
     manifest = manifest_io.read(out)
-    assert manifest.formats == ["onnx", "onnx-int8", "tflite", "tflite-int8"]
+    assert manifest.formats == ["onnx", "onnx-int8", "tflite", "tflite-int8", "tflite-fp16", "tflite-dynamic"]
     assert [o["name"] for o in manifest["outputs"]] == ["boxes", "scores"]
     results = data["validation"]["results"]
     assert results["onnx"]["max_abs_diff"] <= 1e-4 and results["tflite"]["max_abs_diff"] <= 1e-4

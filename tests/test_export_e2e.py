@@ -43,10 +43,10 @@ def test_training_writes_the_run_folder(trained):
     assert len(history["loss"]) == 3 and history["loss"][-1] < history["loss"][0]
 
 
-def test_export_writes_four_validated_formats_and_a_manifest(exported):
+def test_export_writes_every_validated_format_and_a_manifest(exported):
     out, data = exported
     manifest = manifest_io.read(out)
-    assert manifest.formats == ["onnx", "onnx-int8", "tflite", "tflite-int8"]
+    assert manifest.formats == ["onnx", "onnx-int8", "tflite", "tflite-int8", "tflite-fp16", "tflite-dynamic"]
     for fmt in manifest.formats:
         manifest.verify_file(fmt)
     results = data["validation"]["results"]

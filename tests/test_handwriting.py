@@ -60,7 +60,7 @@ def test_committed_export_reads_drawn_digits_in_every_format(handwriting, digits
     assert manifest["dataset"]["extra_tests"][0]["name"] == "drawn-digits"
     test = handwriting["drawn-digits"]
     assert test["n"] >= 500 and set(test["results"]) == set(manifest.formats) == {
-        "onnx", "onnx-int8", "tflite", "tflite-int8"}
+        "onnx", "onnx-int8", "tflite", "tflite-int8", "tflite-fp16", "tflite-dynamic"}
     for fmt, scores in test["results"].items():
         assert scores["accuracy"] >= 0.90, (fmt, scores)
 

@@ -48,7 +48,7 @@ def test_training_records_tokenizer_parity_and_the_tfidf_line(trained):
 def test_export_keeps_int32_tokens_and_validates(exported):
     out, data = exported
     manifest = manifest_io.read(out)
-    assert manifest.formats == ["onnx", "onnx-int8", "tflite", "tflite-int8"]
+    assert manifest.formats == ["onnx", "onnx-int8", "tflite", "tflite-int8", "tflite-fp16", "tflite-dynamic"]
     assert manifest["input"] == {**manifest["input"], "name": "tokens", "dtype": "int32", "shape": [None, 64]}
     quant = manifest["files"]["tflite-int8"]["quantization"]
     assert quant["inputs"]["tokens"]["dtype"] == "int32"

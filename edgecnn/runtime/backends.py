@@ -1,8 +1,10 @@
 """One small interface over onnxruntime and the LiteRT interpreter.
 
 A backend takes float32 (or int32 token) arrays in the layout the manifest names and gives float32 outputs back in
-the manifest's output order. Quantized int8 inputs and outputs are (de)quantized here with the file's own scale and
-zero point, read from the model file itself, so tasks never see integer tensors.
+the manifest's output order. Quantized inputs and outputs (int8, or uint8 from ``--int8-io uint8``) are
+(de)quantized here with the file's own scale and zero point, read from the model file itself, so tasks never see
+integer tensors; float32 ones (``--int8-io float``, and the weight-only tflite-fp16 and tflite-dynamic files, whose
+float16 or int8 weights LiteRT handles inside) pass through as they are.
 """
 
 from __future__ import annotations
@@ -122,6 +124,10 @@ class OnnxRuntimeBackend:
         self.output_shapes = [_onnx_shape(found[name]) for name in self.output_names]
 
     def run(self, inputs: np.ndarray) -> list[np.ndarray]:
+        if self.input_shape[:1] == (1,) and len(inputs) > 1:  # a batch-1 file (--target mobile's .ort)
+            runs = [self.session.run(self.output_names, {self.input_name: inputs[i:i + 1]})
+                    for i in range(len(inputs))]
+            return [np.concatenate(parts) for parts in zip(*runs)]
         return self.session.run(self.output_names, {self.input_name: inputs})
 
 
@@ -150,7 +156,12 @@ class LiteRTBackend:
             runner = first.get_signature_runner()
             inputs, outputs = runner.get_input_details(), runner.get_output_details()
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{path} could not be loaded by LiteRT ({str(exc).splitlines()[0]}); "
+            first_line = str(exc).splitlines()[0]
+            if "Didn't find op for builtin opcode" in first_line:  # "... version '12'. An older version of ..."
+                raise ModelError(f"{path} needs a newer LiteRT than the one installed here ({first_line}); "
+                                 "install a newer ai-edge-litert, or run another format of this export (tflite or "
+                                 "tflite-int8 run on tflite-runtime 2.14)") from None
+            raise ModelError(f"{path} could not be loaded by LiteRT ({first_line}); "
                              "the file is probably truncated: copy or export it again") from None
         if input_name not in inputs:
             input_name = next(iter(inputs))
@@ -287,10 +298,10 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
 
 def open_backend(path: str | os.PathLike, input_name: str, output_names: Sequence[str],
                  threads: int | None = None) -> Backend:
-    """Open a model file with the runtime its suffix calls for (.onnx -> onnxruntime, .tflite -> LiteRT)."""
+    """Open a model file with the runtime its suffix calls for (.onnx, .ort -> onnxruntime, .tflite -> LiteRT)."""
     suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
+    if suffix in (".onnx", ".ort"):  # .ort: onnxruntime's own format (--target mobile), loaded natively
         return OnnxRuntimeBackend(path, input_name, output_names, threads)
     if suffix == ".tflite":
         return LiteRTBackend(path, input_name, output_names, threads)
-    raise ModelError(f"{path}: unknown model file type '{suffix}'; expected .onnx or .tflite")
+    raise ModelError(f"{path}: unknown model file type '{suffix}'; expected .onnx, .ort or .tflite")
