@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-train-tflite-video-dev
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check -q
 EPOCHS ?= 60
 
-.PHONY: install demo test test-fast export export-digits export-text export-detector bench lint pi-check clean
+.PHONY: install demo test test-fast export export-digits export-text export-detector bench lint pi-check mediapipe-venv opencv4-venv \
+	clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +81,32 @@ lint: install
 ## this machine (64- and 32-bit OS); needs debootstrap, qemu-user-static, root or fakeroot; ~6 min cold, ~1.5 warm
 pi-check: install
 	$(BIN)/python scripts/pi_check.py
+
+## mediapipe-venv: MediaPipe Tasks in a venv of its own (.venv-mediapipe), where tests/test_mediapipe.py runs the
+## .tflite files (mediapipe brings opencv-contrib-python, which would shadow the video extra's OpenCV in .venv)
+MP_VENV ?= .venv-mediapipe
+MP_STAMP := $(MP_VENV)/.installed-mediapipe
+
+$(MP_STAMP): constraints.txt
+	$(PYTHON) -m venv $(MP_VENV)
+	$(MP_VENV)/bin/python -m pip install --disable-pip-version-check -q -c constraints.txt mediapipe
+	touch $(MP_STAMP)
+
+mediapipe-venv: $(MP_STAMP)
+
+## opencv4-venv: OpenCV 4.x DNN in a venv of its own (.venv-opencv4; .venv has the video extra's OpenCV 5), where
+## tests/test_opencv_target.py runs the ONNX files of --target opencv at batch 1 and N (~20 s to install)
+CV4_VENV ?= .venv-opencv4
+CV4_STAMP := $(CV4_VENV)/.installed-opencv4
+OPENCV4 ?= opencv-python-headless==4.10.0.84
+
+$(CV4_STAMP): constraints.txt
+	$(PYTHON) -m venv $(CV4_VENV)
+	$(CV4_VENV)/bin/python -m pip install --disable-pip-version-check -q '$(OPENCV4)' \
+		$$(grep -E '^(onnxruntime|numpy)==' constraints.txt)
+	touch $(CV4_STAMP)
+
+opencv4-venv: $(CV4_STAMP)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,0 +1,208 @@
+"""``edgecnn export --target mediapipe``: MediaPipe Tasks' ImageClassifier loads the .tflite files as they are and
+gives edgecnn's top-1 on every sample.
+
+MediaPipe lives in its own venv (``make mediapipe-venv``: it pulls opencv-contrib-python, which would shadow the
+video extra's OpenCV in .venv), so it runs here in a subprocess, through the same
+:func:`edgecnn.export.mediapipe.classify` the export's verification calls. Without that venv these tests skip,
+except in CI (``CI`` set), where they fail: CI installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecnn.manifest import FORMAT_FILES
+
+from .conftest import EXPORTED, ROOT, run_cli
+
+MP_PYTHON = ROOT / ".venv-mediapipe" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def mediapipe_python() -> Path:
+    if not MP_PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{MP_PYTHON} is missing in CI: run 'make mediapipe-venv' before the tests")
+        pytest.skip(f"{MP_PYTHON} is missing: run 'make mediapipe-venv' to test the MediaPipe target")
+    return MP_PYTHON
+
+
+def run_mediapipe(python: Path, code: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GLOG_minloglevel": "2"}
+    return subprocess.run([str(python), "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+CLASSIFY = """
+import json, sys
+from edgecnn.export.mediapipe import classify
+print(json.dumps(classify(sys.argv[1], sys.argv[2:])))
+"""
+
+
+def mediapipe_results(python: Path, model_file: Path, images: list[Path]) -> list[dict]:
+    result = run_mediapipe(python, CLASSIFY, str(model_file), *map(str, images))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [r[0] for r in json.loads(result.stdout.strip().splitlines()[-1])]
+
+
+@pytest.fixture(scope="module")
+def mediapipe_export(tmp_path_factory) -> Path:
+    """A digits model (1 channel, like the reference one) trained briefly and exported with --target mediapipe."""
+    from edgecnn.train.fit import train
+
+    folder = tmp_path_factory.mktemp("mediapipe")
+    train("digits", "seed-cnn", folder / "run", epochs=3, seed=0, verbose=0)
+    out = folder / "digits-mp"
+    result = run_cli("export", str(folder / "run" / "model.keras"), "--out", str(out), "--target", "mediapipe")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def same_top1_as_edgecnn(python: Path, export: Path) -> None:
+    """MediaPipe's top-1 is edgecnn's on every sample, with every .tflite file of ``export``."""
+    from edgecnn.runtime.tasks import ImageClassifier
+
+    samples = sorted((export / "samples").glob("*.png"))
+    assert len(samples) >= 20
+    formats = [f for f in json.loads((export / "edgecnn.json").read_text())["files"] if "tflite" in f]
+    assert {"tflite", "tflite-int8"} <= set(formats)
+    for fmt in formats:
+        ours = ImageClassifier(export, format=fmt).classify_batch(samples, top_k=1)
+        theirs = mediapipe_results(python, export / FORMAT_FILES[fmt], samples)
+        assert [r.label for r in ours] == [r["label"] for r in theirs], fmt
+        difference = np.abs(np.array([r.top.score for r in ours]) - np.array([r["score"] for r in theirs])).max()
+        assert difference <= 1e-4, (fmt, difference)  # the same file on the same pixels
+
+
+@pytest.mark.slow
+def test_mediapipe_image_classifier_gives_edgecnns_top1_on_every_sample(mediapipe_python, mediapipe_export):
+    same_top1_as_edgecnn(mediapipe_python, mediapipe_export)
+
+
+COMMITTED_FOR_MEDIAPIPE = sorted(p.parent for p in EXPORTED.glob("*/edgecnn.json")
+                                 if "mediapipe" in json.loads(p.read_text()).get("targets", {}))
+
+
+@pytest.mark.parametrize("export", COMMITTED_FOR_MEDIAPIPE or [None], ids=lambda p: p.name if p else "none")
+def test_committed_mediapipe_exports_give_edgecnns_top1_on_every_sample(mediapipe_python, export):
+    if export is None:
+        pytest.skip("no committed export was made with --target mediapipe (make export-digits does not use it yet)")
+    same_top1_as_edgecnn(mediapipe_python, export)
+
+
+@pytest.mark.slow
+def test_mediapipe_export_takes_rgb_and_says_so(mediapipe_export):
+    """The gray model takes RGB (gray made in the graph), every file validated, the int8 file with float I/O."""
+    data = json.loads((mediapipe_export / "edgecnn.json").read_text())
+    assert data["input"]["shape"][-1] == 3
+    assert data["preprocessing"]["color_mode"] == "RGB" and data["preprocessing"]["channels"] == 3
+    assert set(data["validation"]["results"]) >= {"onnx", "onnx-int8", "tflite", "tflite-int8"}
+    io = data["files"]["tflite-int8"]["quantization"]
+    assert io["inputs"]["image"]["dtype"] == "float32" and io["outputs"]["probabilities"]["dtype"] == "float32"
+    assert "mediapipe" in data["targets"]
+    result = run_cli("infer", str(mediapipe_export / "samples" / "7-1.png"), "--model", str(mediapipe_export),
+                     "--format", "tflite-int8", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout.splitlines()[0])["predictions"][0]["label"] == "7"
+
+
+@pytest.mark.slow
+def test_readme_mediapipe_snippet_runs_as_written(mediapipe_python, mediapipe_export, tmp_path):
+    """The README's MediaPipe block (the one that imports mediapipe), run in a folder holding its export."""
+    blocks = [b for b in re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(),
+                                    re.DOTALL | re.MULTILINE) if "import mediapipe" in b]
+    assert len(blocks) == 1
+    target = tmp_path / "exported" / "digits-mp"
+    target.parent.mkdir()
+    os.symlink(mediapipe_export, target)
+    result = run_mediapipe(mediapipe_python, blocks[0], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^7 [01]\.\d+", result.stdout, re.MULTILINE), result.stdout
+
+
+class _Context:
+    def __init__(self, task: str, **preprocessing):
+        self.sections = {"task": task, "preprocessing": {"channels": 3, **preprocessing}}
+        self.formats = ["onnx", "tflite", "tflite-int8"]
+        self.notes: dict = {}
+
+
+@pytest.mark.parametrize("task,words", [("object-detection", "anchor-free"), ("text-classification", "tokeniz")])
+def test_detector_and_text_models_are_refused_with_the_reason(task, words):
+    from edgecnn.export.mediapipe import check
+
+    reason = check(_Context(task))
+    assert reason and words in reason and "\n" not in reason
+
+
+def test_bgr_models_and_no_tflite_are_refused():
+    from edgecnn.export.mediapipe import check
+
+    assert "BGR" in check(_Context("image-classification", channels_order="bgr"))
+    ctx = _Context("image-classification")
+    ctx.formats = ["onnx"]
+    assert "tflite" in check(ctx)
+    assert check(_Context("image-classification")) is None
+
+
+
+def test_verify_records_mediapipe_where_it_agrees_and_refuses_where_it_does_not(monkeypatch, digits_export):
+    """The export-time check where mediapipe is importable, with MediaPipe's answers stood in for."""
+    import sys
+    import types
+
+    from edgecnn import manifest as manifest_io
+    from edgecnn.errors import ExportRefusedError
+    from edgecnn.export import mediapipe as target
+    from edgecnn.runtime.tasks import ImageClassifier
+
+    manifest = manifest_io.read(digits_export)
+    samples = sorted((digits_export / "samples").glob("*.png"))
+    ours = {fmt: [r.label for r in ImageClassifier(manifest, format=fmt).classify_batch(samples, top_k=1)]
+            for fmt in manifest.formats if fmt.startswith("tflite")}
+    answers = {manifest.file_path(fmt).name: labels for fmt, labels in ours.items()}
+    monkeypatch.setitem(sys.modules, "mediapipe", types.SimpleNamespace(__version__="9.9.9"))
+    monkeypatch.setattr(target, "classify", lambda path, images: [[{"label": label, "score": 1.0}]
+                                                                  for label in answers[Path(path).name]])
+    ctx = _Context("image-classification")
+    assert target.verify(ctx, manifest) == {fmt: {"mediapipe": "9.9.9"} for fmt in ours}
+    answers["model.int8.tflite"] = answers["model.int8.tflite"][1:] + answers["model.int8.tflite"][:1]
+    with pytest.raises(ExportRefusedError, match="tflite-int8"):
+        target.verify(ctx, manifest)
+
+
+def test_verify_without_mediapipe_records_why_and_verifies_nothing(monkeypatch, digits_export):
+    import sys
+
+    from edgecnn import manifest as manifest_io
+    from edgecnn.export import mediapipe as target
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # import mediapipe -> ImportError
+    ctx = _Context("image-classification")
+    assert target.verify(ctx, manifest_io.read(digits_export)) == {}
+    assert "mediapipe-venv" in ctx.notes["verified"]
+
+
+@pytest.mark.parametrize("scale,zero_point,refused", [(1 / 255, 0, False), (2 / 255, 0, True), (1 / 255, 3, True)])
+def test_a_uint8_input_must_be_the_preprocessing_map(monkeypatch, scale, zero_point, refused):
+    """MediaPipe feeds uint8 models raw pixels: the file's input quantization has to be x / 255 here."""
+    from edgecnn.errors import ExportRefusedError
+    from edgecnn.export import mediapipe as target
+    from edgecnn.export import tflite
+
+    monkeypatch.setattr(tflite, "tensor_quantization", lambda path: {
+        "inputs": {"image": {"dtype": "uint8", "scale": scale, "zero_point": zero_point}}, "outputs": {}})
+    ctx = _Context("image-classification", scale=1 / 255, offset=0.0)
+    if refused:
+        with pytest.raises(ExportRefusedError, match="--int8-io float"):
+            target.after_tflite(ctx, Path("model.int8.tflite"), True)
+    else:
+        target.after_tflite(ctx, Path("model.int8.tflite"), True)
+    target.after_tflite(ctx, Path("model.tflite"), False)  # fp32 files: nothing to check
