@@ -8,7 +8,8 @@ image to a pipe this script drains:
 
 * ``edgecnn infer DIR --workers 1`` and ``--workers 2`` (the console script, fp32 ONNX);
 * the floor: a bare loop (Pillow open, convert, resize; numpy scale; ``session.run`` at batch 1; print the label)
-  with no checks, in one process.
+  with no checks, in one process, twice: with onnxruntime's default thread pool, and with one intra-op thread
+  (what ``edgecnn infer`` uses for a run over many inputs; the faster floor on this model, so the fair one).
 
 They run in rounds, in a rotated order, so a burst of load from the machine's other users hits all of them alike;
 we report medians of wall and CPU time and ratios as medians of per-round ratios, with the load average before
@@ -39,7 +40,9 @@ from PIL import Image
 folder, images = sys.argv[1], sys.argv[2]
 manifest = json.load(open(os.path.join(folder, "edgecnn.json")))
 prep, labels = manifest["preprocessing"], manifest["labels"]
-session = ort.InferenceSession(os.path.join(folder, "model.onnx"), providers=["CPUExecutionProvider"])
+options = ort.SessionOptions()
+options.intra_op_num_threads = int(sys.argv[3]) if len(sys.argv) > 3 else 0  # 0: onnxruntime's default pool
+session = ort.InferenceSession(os.path.join(folder, "model.onnx"), options, providers=["CPUExecutionProvider"])
 name = session.get_inputs()[0].name
 scale = np.float32(prep["scale"])
 out = sys.stdout
@@ -153,6 +156,7 @@ def main() -> None:
             "edgecnn infer --workers 1": [*edgecnn, "infer", str(folder), "--model", str(model), "--workers", "1"],
             "edgecnn infer --workers 2": [*edgecnn, "infer", str(folder), "--model", str(model), "--workers", "2"],
             "bare onnxruntime loop": [sys.executable, "-c", BARE_LOOP, str(model), str(folder)],
+            "bare onnxruntime loop, 1 thread": [sys.executable, "-c", BARE_LOOP, str(model), str(folder), "1"],
         }
         names = list(commands)
         for name in names:  # untimed: page cache and bytecode caches warm for everyone
@@ -182,7 +186,10 @@ def main() -> None:
         "load_after": load_after, "results": results, "per_image_cpu_ms": breakdown,
         "ratios": {"workers2_speedup": paired("edgecnn infer --workers 1", "edgecnn infer --workers 2"),
                    "workers1_vs_bare": paired("edgecnn infer --workers 1", "bare onnxruntime loop"),
-                   "workers1_vs_bare_cpu": paired("edgecnn infer --workers 1", "bare onnxruntime loop", "cpu_s")}}))
+                   "workers1_vs_bare_cpu": paired("edgecnn infer --workers 1", "bare onnxruntime loop", "cpu_s"),
+                   "workers1_vs_bare_1thread": paired("edgecnn infer --workers 1", "bare onnxruntime loop, 1 thread"),
+                   "workers1_vs_bare_1thread_cpu": paired("edgecnn infer --workers 1",
+                                                          "bare onnxruntime loop, 1 thread", "cpu_s")}}))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,15 @@ def test_exif_orientation_is_applied(sample):
     assert straight < 8 < unrotated
 
 
+def test_exif_orientation_is_applied_on_a_pillow_without_in_place(sample, monkeypatch):
+    """Debian bookworm's Pillow 9.4 (the 32-bit Pi's) has exif_transpose without ``in_place``."""
+    from PIL import ImageOps
+
+    modern = ImageOps.exif_transpose
+    monkeypatch.setattr(ImageOps, "exif_transpose", lambda image: modern(image))
+    test_exif_orientation_is_applied(sample)
+
+
 def test_transparency_is_flattened_onto_the_manifest_background():
     rgba = Image.new("RGBA", (4, 4), (255, 255, 255, 0))
     assert np.asarray(image_io.to_mode(rgba, "L", background=0)).max() == 0

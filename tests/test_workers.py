@@ -72,3 +72,24 @@ def test_workers_that_cannot_apply_are_refused(digits_export, options, words):
     model = reference_export("bbc-news", "export-text") if "texts" in options else digits_export
     with pytest.raises(EdgecnnError, match=words):
         run_inference(model, [] if "texts" in options else [str(digits_export / "samples")], **options)
+
+
+def test_a_run_over_many_images_opens_one_runtime_thread_and_gives_the_same_lines(digits_export, monkeypatch,
+                                                                                    folder_with_a_bad_file):
+    """Throughput runs (a folder, several files) get one runtime thread per process, as each --workers process
+    has: onnxruntime's default pool spins a second core for a 28x28 model and costs more than it gives. One image
+    (latency) keeps the runtime's default; --threads always wins. The lines must not change."""
+    from edgecnn.runtime import infer
+
+    opened = []
+    real_load = infer.load
+    monkeypatch.setattr(infer, "load", lambda *a, **k: opened.append(k.get("threads")) or real_load(*a, **k))
+    lines = {}
+    for name, inputs, threads in (("folder", [str(folder_with_a_bad_file)], None),
+                                  ("one", [str(min(folder_with_a_bad_file.glob("0-*.png")))], None),
+                                  ("asked", [str(folder_with_a_bad_file)], 2)):
+        lines[name] = []
+        run_inference(digits_export, inputs, threads=threads, emit=lines[name].append, report=lambda _: None,
+                      inform=lambda _: None)
+    assert opened == [1, None, 2]
+    assert lines["folder"] == lines["asked"] and len(lines["folder"]) == 80

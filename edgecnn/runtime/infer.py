@@ -19,6 +19,7 @@ summary per source (frames read, inferred, dropped, mean fps).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import EdgecnnError, InputError
+from .image import quiet_pillow
 from .tasks import Task, load
 
 JSON_INPUT_CHARS = 80
@@ -102,12 +104,14 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
     """
     frames = frames or FrameOptions()
     inputs = [str(item) for item in inputs]
-    task = load(model_dir, format=fmt, threads=1 if workers > 1 and threads is None else threads)
+    task = load(model_dir, format=fmt, threads=_runtime_threads(threads, inputs, texts, text_files, workers))
     videos = _video_inputs(task, inputs)
     _check_options(task, inputs=inputs, texts=texts, text_files=text_files, lines_file=lines_file, top_k=top_k,
                    threshold=threshold, save=save, watch_dir=watch_dir, settle=settle, videos=videos,
                    frames=frames, workers=workers)
     top_k = DEFAULT_TOP_K if top_k is None else top_k
+    if watch_dir or videos:  # live: a reader downstream (a pipe) gets each line as it happens, not in blocks
+        emit = _flushed(emit)
     if watch_dir:
         return _watch(task, watch_dir, top_k=top_k, threshold=threshold, save=save, settle=settle, as_json=as_json,
                       emit=emit, report=report, inform=inform)
@@ -128,9 +132,11 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
     summary = InferSummary()
     previous = _stop_signals(stop) if videos else {}
     try:
-        for (name, payload), outcome in outcomes:
-            _tell(summary, name, payload, outcome, as_json=as_json, debug=debug, emit=emit, report=report,
-                  inform=inform)
+        # One Pillow-warnings filter for the whole run, not one set and removed per image (~5 % of a folder run).
+        with quiet_pillow():
+            for (name, payload), outcome in outcomes:
+                _tell(summary, name, payload, outcome, as_json=as_json, debug=debug, emit=emit, report=report,
+                      inform=inform)
     except KeyboardInterrupt:  # a second Ctrl-C while a frame was read: end now, the summary still follows
         if not videos:
             raise
@@ -143,6 +149,30 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
         if process is not None:
             process.close()
     return summary
+
+
+def _runtime_threads(threads: int | None, inputs: Sequence[str], texts, text_files, workers: int) -> int | None:
+    """The runtime threads of a run: ``--threads`` when given; else one for a run over many inputs (a folder, a
+    glob, several files or texts), as each ``--workers`` process has; else the runtime's default (None).
+
+    Why one: a run over many inputs is about throughput, and cores are what ``--workers`` spreads the items over.
+    onnxruntime's default pool (a thread per physical core) parallelises each call and spins between calls: on a
+    small model its second thread burned more CPU than it saved (10,000 28x28 PNGs: 4.9 s CPU against 2.2 s for
+    one thread) and, on a shared machine, waited for a core on every call (wall 2x). One input, a video source or a
+    watched folder is about latency, where the runtime's default is the better guess. Results are the same either
+    way (tests/test_workers.py compares the lines).
+    """
+    if threads is not None:
+        return threads
+    if workers > 1:
+        return 1
+    from .sources import is_glob, is_video
+
+    if any(is_video(item) for item in inputs):
+        return None
+    many = len(inputs) + len(texts) + len(text_files) > 1 or any(os.path.isdir(item) or is_glob(item)
+                                                                  for item in inputs)
+    return 1 if many else None
 
 
 def _tell(summary: InferSummary, name, payload, outcome: Outcome, *, as_json, debug, emit, report, inform) -> None:
@@ -242,6 +272,15 @@ def _watch(task: Task, watch_dir: str, *, top_k, threshold, save, settle, as_jso
                     settle=DEFAULT_SETTLE if settle is None else settle)
     inform(f"watched {watch_dir}: {summary}")
     return InferSummary()
+
+
+def _flushed(emit: Callable[[str], None]) -> Callable[[str], None]:
+    """``emit``, then stdout flushed: the CLI writes result lines unflushed (a folder run to a pipe would spend ~3 %
+    of its time on one write per line), so a live source flushes each one itself."""
+    def emit_and_flush(line: str) -> None:
+        emit(line)
+        sys.stdout.flush()
+    return emit_and_flush
 
 
 def _emit(result, as_json: bool, emit) -> None:
@@ -363,7 +402,7 @@ class FrameResult:
 
 def _processor(task: Task, top_k: int, threshold: float | None, save: str | None, many: bool):
     """payload -> result: the task's call for an image path, a text or a frame, then --save's drawing."""
-    infer = _runner_for(task, top_k=top_k, threshold=threshold)
+    infer = runner_for(task, top_k=top_k, threshold=threshold)
     return _Processor(infer, _Saver(task, save, many) if save else None)
 
 
@@ -429,8 +468,10 @@ class _Saver:
             writer.close()
 
 
-def _runner_for(task: Task, top_k: int, threshold: float | None):
-    """The task's call for one payload: an image (path or pixels) or a text."""
+def runner_for(task: Task, top_k: int, threshold: float | None):
+    """The task's call for one payload: an image (path, bytes or pixels), a text, or a text file
+    (:class:`~edgecnn.runtime.text.TextFile`, read only as far as the model can use); also what
+    :mod:`edgecnn.integrations.ray` calls per row, so both give the same answers."""
     if task.task == "image-classification":
         return lambda image: task.classify(image, top_k=top_k)
     if task.task == "text-classification":
@@ -471,4 +512,4 @@ def input_label(text: str, name: str | None = None) -> str:
 
 
 __all__: Iterable[str] = ["FrameOptions", "FrameResult", "InferSummary", "Outcome", "attempt", "input_label",
-                          "run_inference"]
+                          "run_inference", "runner_for"]
