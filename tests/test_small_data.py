@@ -170,3 +170,48 @@ def test_few_shot_subset_keeps_the_named_classes_and_caps_the_training_images():
         load_dataset("digits", classes="1,12")
     with pytest.raises(InputError, match="per_class"):
         load_dataset("digits", per_class=0)
+
+
+@pytest.mark.slow
+def test_readme_your_own_images_runs_as_written_offline(tmp_path):
+    """The README's "Your own images" section from a fresh folder, with no network: its Python block makes the
+    256x256 two-class folder, its commands train (``--epochs`` cut to 1 here: the commands, flags, paths and the
+    --weights hand-over are what is checked, not the accuracy), export and infer, and the lines it quotes (the
+    transfer line, the dataset summary) are what the run prints."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("\n## Your own images"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```", section, re.DOTALL | re.MULTILINE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "GLOG_", "ABSL_"))}
+    env.update(HOME=str(tmp_path / "home"), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="")  # offline
+    (tmp_path / "home").mkdir()
+    for block in (body for lang, body in blocks if lang == "python"):
+        subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, check=True, timeout=300)
+    commands = [re.sub(r"\s+", " ", re.sub(r"(^|\s+)#.*$", "", line)).strip()
+                for body in (body for lang, body in blocks if lang == "bash")
+                for line in body.replace("\\\n", " ").splitlines()]
+    commands = [c for c in commands if c]
+    assert [c.split()[1] for c in commands] == ["train", "train", "export", "infer"], commands
+    quoted = dict(re.findall(r'^# (your folder), from those weights: "(.*?)"', "\n".join(
+        body for lang, body in blocks if lang == "bash"), re.MULTILINE))
+    outputs = []
+    for command in commands:
+        command = re.sub(r"--epochs \d+", "--epochs 1", command)
+        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=900, check=False)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr[-3000:])
+        outputs.append(result)
+    assert quoted["your folder"] in outputs[1].stderr
+    summary = next(body for lang, body in blocks if lang == "text").strip().splitlines()
+    printed = outputs[1].stderr.splitlines()
+    assert printed[printed.index(summary[0]):printed.index(summary[0]) + len(summary)] == summary
+    assert len(outputs[3].stdout.splitlines()) == 2, outputs[3].stdout  # one answer per image

@@ -113,7 +113,7 @@ def test_weights_onto_another_label_set_keep_what_fits_and_train_a_new_head_in_t
     assert run["transfer"]["layers_kept"] == 4 and run["transfer"]["new_head"] is True
     assert run["transfer"]["replaced"] == ["probabilities"]
     assert [s["stage"] for s in run["stages"]] == [1, 2]
-    assert run["stages"][0]["frozen_layers"] == 4 and run["stages"][1]["frozen_layers"] == 3
+    assert run["stages"][0]["frozen_layers"] == 3 and run["stages"][1]["frozen_layers"] == 2  # the convolutions
     assert run["stages"][1]["learning_rate"] < run["stages"][0]["learning_rate"]
     history = json.loads((tmp_path / "second" / "history.json").read_text())
     assert len(history["loss"]) == sum(s["epochs_run"] for s in run["stages"])
@@ -122,3 +122,52 @@ def test_weights_onto_another_label_set_keep_what_fits_and_train_a_new_head_in_t
     train("folder", "seed-cnn", tmp_path / "third", epochs=1, augment=False, verbose=0, data=str(renamed),
           dataset_options={"size": 28}, weights=tmp_path / "second" / "model.keras")
     assert "kept 4 of 5 layers' weights; new head for 2 classes" in capsys.readouterr().err
+
+
+def test_stage_one_freezes_only_the_feature_extractor_and_trains_the_kept_dense_layers(tmp_path, capsys):
+    """The frozen base of stage 1 is the part that computes image features (the layers before Flatten or global
+    pooling); a kept hidden Dense after it (seed-cnn's Dense64) is classifier, trained with the new head from the
+    start. Frozen, it made stage 1 a linear probe of features tuned to the old classes (a third of its units dead
+    on the new ones): digits 0-4 -> 5-9 with 10 images per class, seed 0, reached 66 % where scratch reached 91 %."""
+    import json
+
+    import keras
+    import numpy as np
+
+    from edgecnn.train.fit import train
+
+    from .test_small_data import make_folder
+
+    three = make_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=12)
+    two = make_folder(tmp_path / "two", classes=("cat", "dog"), per_class=15)
+    train("folder", "seed-cnn", tmp_path / "first", epochs=1, augment=False, verbose=0, data=str(three),
+          dataset_options={"size": 28})
+    train("folder", "seed-cnn", tmp_path / "second", epochs=2, augment=False, verbose=0, data=str(two),
+          dataset_options={"size": 28}, weights=tmp_path / "first" / "model.keras",
+          model_options={"stage1_epochs": 2})
+    err = capsys.readouterr().err
+    before, after = (keras.saving.load_model(tmp_path / run / "model.keras") for run in ("first", "second"))
+    moved = {layer.__class__.__name__ + str(i): not all(np.array_equal(a, b) for a, b in
+                                                        zip(old.get_weights(), layer.get_weights()))
+             for i, (old, layer) in enumerate(zip(before.layers[:-1], after.layers[:-1])) if layer.weights}
+    assert moved == {"Conv2D1": False, "Conv2D3": False, "Conv2D5": False, "Dense7": True}
+    run = json.loads((tmp_path / "second" / "run.json").read_text())
+    assert [(s["stage"], s["frozen_layers"]) for s in run["stages"]] == [(1, 3)]
+    assert "stage 1: training the head (the new output layer and 1 kept layer after the base) on the frozen " \
+           "base (3 layers) for 2 epochs" in err
+
+
+def test_a_weights_file_that_does_not_fit_says_which_layer_and_which_shapes_in_one_line(tmp_path):
+    """The issue's "A total of 1 objects could not be loaded. Example error message for object <Dense ...>:" was
+    Keras' first line, cut off before it said anything: the refusal names the layer and both shapes."""
+    from edgecnn.errors import InputError
+    from edgecnn.train.fit import start_from
+    from edgecnn.train.models import create_model
+
+    create_model("seed-cnn", (28, 28, 1), 3).save_weights(tmp_path / "three.weights.h5")
+    with pytest.raises(InputError) as caught:
+        start_from(create_model("seed-cnn", (28, 28, 1), 2), tmp_path / "three.weights.h5")
+    message = str(caught.value)
+    assert "\n" not in message and "could not be loaded" not in message and not message.endswith(":")
+    assert "'probabilities'" in message and "(64, 2)" in message and "(64, 3)" in message, message
+    assert "model.keras" in message  # what to do instead
