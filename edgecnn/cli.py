@@ -14,11 +14,20 @@ import sys
 import click
 
 from .errors import EdgecnnError
+from .manifest import FORMATS, TARGET_FORMAT_FILES
 
 #: The model infer, eval and bench use without --model: the repository's digits export, when run where it is.
 DEFAULT_MODEL = os.path.join("exported", "digits-cnn")
 REFERENCE_EXPORTS = ("exported/digits-cnn", "exported/bbc-news", "exported/digit-detector")
-FORMAT_CHOICE = click.Choice(["onnx", "onnx-int8", "tflite", "tflite-int8"])
+FORMAT_CHOICE = click.Choice([*FORMATS, *TARGET_FORMAT_FILES])
+
+
+def _result_line(line: str) -> None:
+    """One result line of `infer` on stdout, flushed only on a terminal (Python's own rule for print): a folder
+    run into a pipe or file writes in blocks; live sources flush each line (runtime/infer.py)."""
+    sys.stdout.write(line + "\n")
+    if sys.stdout.isatty():
+        sys.stdout.flush()
 
 
 def _echo_json(data) -> None:
@@ -73,9 +82,12 @@ def cli(ctx, debug):
 @click.option("--weights", type=click.Path(), metavar="FILE|imagenet",
               help="Start from an earlier run's model.keras (layers that fit are kept, a new head for other "
                    "classes), a .weights.h5, or 'imagenet' for a backbone.")
+@click.option("--strategy", type=click.Choice(["none", "mirrored", "multi-worker"]), default="none",
+              show_default=True, help="tf.distribute: mirrored (every local device) or multi-worker (the cluster in "
+                                      "TF_CONFIG; run the same command on every worker). --batch-size is global.")
 @click.option("--out", required=True, help="Run folder to write.")
 def train(dataset, model_name, data, epochs, batch_size, patience, learning_rate, seed, no_augment, options,
-          data_options, weights, out):
+          data_options, weights, strategy, out):
     """Train a model on a dataset; writes model.keras, run.json, history and (classifiers) confusion plots,
     metrics.json."""
     import time
@@ -87,7 +99,7 @@ def train(dataset, model_name, data, epochs, batch_size, patience, learning_rate
     metrics = run_training(dataset, model_name, out, epochs=epochs, seed=seed, batch_size=batch_size,
                            patience=patience, learning_rate=learning_rate, augment=not no_augment, data=data,
                            model_options=_key_values(options), dataset_options=_key_values(data_options),
-                           weights=weights)
+                           weights=weights, strategy=strategy)
     click.echo(json.dumps(metrics, indent=2))
     click.echo(f"wrote {out}: {', '.join(files_written(out, started))}")
 
@@ -124,14 +136,28 @@ def _key_values(pairs) -> dict:
 @click.argument("model_file", type=click.Path())
 @click.option("--out", required=True,
               help="Export folder to create, or an earlier export to replace (atomically).")
-@click.option("--formats", default="onnx,onnx-int8,tflite,tflite-int8", show_default=True,
-              help="Comma-separated subset.")
+@click.option("--formats", default=",".join(FORMATS), show_default=True,
+              help="Comma-separated subset: onnx, onnx-int8 (static QDQ), tflite, tflite-int8 (full integer), "
+                   "tflite-fp16 (float16 weights), tflite-dynamic (int8 weights, float activations).")
 @click.option("--labels", help="Labels file (one per line or JSON list), for models not trained by edgecnn.")
 @click.option("--calibration", help="Dataset name or image folder for calibration and validation.")
 @click.option("--calibration-size", default=200, show_default=True, help="Representative examples for int8.")
 @click.option("--max-diff", default=1e-4, show_default=True, help="Largest fp32 output difference allowed.")
 @click.option("--min-agreement", default=0.98, show_default=True, help="Lowest int8 top-1 agreement allowed.")
 @click.option("--max-map-drop", default=0.02, show_default=True, help="Largest int8 mAP@0.5 drop allowed.")
+@click.option("--max-diff-fp16", default=5e-2, show_default=True,
+              help="Largest tflite-fp16 output difference allowed, relative to the largest output (at least 1); "
+                   "it must also meet the int8 rule.")
+@click.option("--int8-io", type=click.Choice(["int8", "uint8", "float"]), default="int8", show_default=True,
+              help="Input and output dtype of the tflite-int8 file (Android and MediaPipe want uint8 or float).")
+@click.option("--int8-fallback", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="An int8 file that fails its gate: auto retries with its worst layers kept in float (up to 5, "
+                   "listed in the manifest); off refuses it at once.")
+@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="How onnx-int8 picks activation ranges from the calibration examples.")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True,
+              help="int8 weights (onnx-int8, tflite-int8): one scale per output channel, or one per tensor "
+                   "(smaller files; depthwise layers may lose accuracy, the gates decide).")
 @click.option("--samples-per-class", default=2, show_default=True)
 @click.option("--preprocess", type=click.Choice(["unit", "raw", "tf", "torch", "caffe"]),
               help="Your model's input convention (keras.applications' modes): unit x/255, raw 0-255, tf [-1, 1], "
@@ -152,12 +178,18 @@ def _key_values(pairs) -> dict:
                                                   "none"]),
               help="Text models on token ids: the TextVectorization standardize they were trained with "
                    "(default lower_and_strip_punctuation; split is whitespace).")
+@click.option("--target", "targets", multiple=True, metavar="NAME",
+              help="Also make the files run in another runtime (repeatable): opencv (OpenCV DNN), mobile "
+                   "(onnxruntime mobile, .ort), mediapipe (MediaPipe Tasks); see edgecnn.export.targets.")
+@click.option("--no-metadata", is_flag=True,
+              help="Leave TFLite Model Metadata (name, normalization, labels) out of the .tflite files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the validation results as JSON.")
 def export(model_file, out, formats, labels, calibration, calibration_size, max_diff, min_agreement,
-           max_map_drop, samples_per_class, preprocess, mean, std, scale, offset, channels_order, outputs_kind,
-           multi_label, vocabulary, sequence_length, standardize, as_json):
-    """Export a Keras model (.keras, .h5 or a SavedModel folder) to ONNX and TFLite (fp32 + int8), validated
-    against Keras."""
+           max_map_drop, max_diff_fp16, int8_io, samples_per_class, preprocess, mean, std, scale, offset, channels_order, outputs_kind,
+           multi_label, vocabulary, sequence_length, standardize, targets, no_metadata, as_json,
+           int8_fallback, calibration_method, per_channel):
+    """Export a Keras model (.keras, .h5 or a SavedModel folder) to ONNX and TFLite (fp32 + int8; TFLite also
+    float16 weights and dynamic range), validated against Keras."""
     from .export import export_model
     from .report import metric_columns, metrics_table
 
@@ -167,12 +199,14 @@ def export(model_file, out, formats, labels, calibration, calibration_size, max_
     data = export_model(model_file, out, formats=[f.strip() for f in formats.split(",") if f.strip()],
                         labels=labels, calibration=calibration, calibration_size=calibration_size,
                         thresholds={"max_diff": max_diff, "min_agreement": min_agreement,
-                                    "max_map_drop": max_map_drop},
+                                    "max_map_drop": max_map_drop, "max_diff_fp16": max_diff_fp16},
                         samples_per_class=samples_per_class, progress=_progress,
                         preprocessing={k: v for k, v in preprocessing.items() if v is not None},
                         head={"outputs": outputs_kind, "multi_label": multi_label},
                         text={"vocabulary": vocabulary, "sequence_length": sequence_length,
-                              "standardize": standardize})
+                              "standardize": standardize},
+                        targets=list(targets), int8_io=int8_io, metadata=not no_metadata,
+                        int8_fallback=int8_fallback, calibration_method=calibration_method, per_channel=per_channel)
     results = data["validation"]["results"]
     if as_json:
         _echo_json({"model": out, "task": data["task"], "results": results})
@@ -199,7 +233,8 @@ def _workers(value: str) -> int:
 @click.option("--model", "model_dir", help=f"Export folder (default: {DEFAULT_MODEL}, if it is here).")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, help="Model file to run (default: fp32 ONNX if installed).")
 @click.option("--top-k", default=3, show_default=True, help="Classifiers: how many classes each result lists.")
-@click.option("--threads", type=int, help="Runtime threads (default: the runtime's choice).")
+@click.option("--threads", type=int, help="Runtime threads per process (default: 1 for many inputs, which "
+                                          "--workers spreads over cores; the runtime's choice for one input).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input and line.")
 @click.option("--text", "texts", multiple=True, help="Text to classify (text models; repeatable).")
 @click.option("--text-file", "text_files", multiple=True, type=click.Path(),
@@ -243,7 +278,7 @@ def infer(ctx, inputs, model_dir, fmt, top_k, threads, as_json, texts, text_file
                             lines_file=lines_file, threshold=threshold, save=save, watch_dir=watch_dir, settle=settle,
                             frames=FrameOptions(stride=stride, max_fps=max_fps, latest=latest),
                             workers=_workers(workers),
-                            debug=(ctx.obj or {}).get("debug", False), emit=click.echo,
+                            debug=(ctx.obj or {}).get("debug", False), emit=_result_line,
                             report=lambda message: click.echo(f"error: {message}", err=True),
                             inform=lambda message: click.echo(message, err=True))
     if summary.exit_code:

@@ -92,11 +92,45 @@ def info_text(data: dict) -> str:
     lines.append(table(["format", "file", "KiB", "precision", "runnable here"],
                        [[f, e["path"], (e["size"] or 0) / 1024, e["precision"], "yes" if e["runnable_here"] else
                          "no"] for f, e in data["files"].items()]))
+    lines += [f"{fmt}: {float_fallback_text(entry['float_fallback'])}" for fmt, entry in data["files"].items()
+              if isinstance(entry.get("float_fallback"), dict)]
+    lines += compatibility_lines(data["files"], data.get("targets") or {})
     if data["validation"]:
         lines += ["", "measured at export:", metrics_table(data["validation"], metric_columns(data["validation"]))]
     runtimes = ", ".join(f"{name} {version}" for name, version in (data["runtimes"] or {}).items())
     lines += ["", f"runtimes installed: {runtimes or 'none'}"]
     return "\n".join(lines)
+
+
+def compatibility_lines(files: dict, targets: dict) -> list[str]:
+    """Which runtimes ran each file at export time (``verified_in``, written since --target), and what a target
+    left out and why: what a user needs before copying a file into an OpenCV or mobile app. Nothing for older
+    exports, which do not record it."""
+    verified = {fmt: entry["verified_in"] for fmt, entry in files.items() if isinstance(entry.get("verified_in"), dict)}
+    if not verified and not targets:
+        return []
+    width = max(map(len, verified), default=0)
+    lines = ["", "verified at export:"]
+    lines += [f"  {fmt:{width}}  {', '.join(f'{runtime} {version}' for runtime, version in runtimes.items())}"
+              for fmt, runtimes in verified.items()]
+    for name, notes in targets.items():
+        skipped = notes.get("skipped") if isinstance(notes, dict) else None
+        lines += [f"  {name}: skipped {fmt} ({reason})" for fmt, reason in (skipped or {}).items()]
+        if isinstance(notes, dict) and notes.get("not_verified"):
+            lines.append(f"  {name}: not verified ({notes['not_verified']})")
+    return lines
+
+
+def float_fallback_text(record: dict) -> str:
+    """One line on an int8 file's float fallback (export/fallback.py): how many layers stayed in float, which,
+    and the gate's number before and after."""
+    nodes = [node.get("name", "?").split(";")[0] for node in record.get("nodes", []) if isinstance(node, dict)]
+    gate = record.get("gate") or {}
+    before, after = gate.get("before") or {}, gate.get("after") or {}
+    key = next((k for k in ("agreement", "map50", "accuracy")
+                if _is_number(before.get(k)) and _is_number(after.get(k))), None)
+    change = f" ({key} {before[key]:.4f} at first, {after[key]:.4f} after)" if key else ""
+    return f"{len(nodes)} layer{'s' if len(nodes) != 1 else ''} kept in float{change}: {', '.join(nodes)}"
 
 
 def _preprocessing_lines(prep: dict, outputs: list) -> list[str]:

@@ -27,15 +27,24 @@ from .. import manifest as manifest_io
 from ..errors import EdgecnnError, ExportRefusedError, InputError
 from ..folders import make_staging, recover_swapped, swap_in
 from ..manifest import FORMAT_FILES, FORMATS
+from . import targets as export_targets
+from .tflite import INT8_IO
 
-DEFAULT_THRESHOLDS = {"max_diff": 1e-4, "min_agreement": 0.98, "max_map_drop": 0.02}
+DEFAULT_THRESHOLDS = {"max_diff": 1e-4, "min_agreement": 0.98, "max_map_drop": 0.02, "max_diff_fp16": 5e-2}
+#: The weight-only TFLite formats: format -> (export_tflite's ``weights``, the manifest's method)
+WEIGHT_ONLY_TFLITE = {
+    "tflite-fp16": ("float16", "float16 weights, float32 compute (no calibration)"),
+    "tflite-dynamic": ("int8", "dynamic range: int8 weights, float activations quantized per batch (no calibration)"),
+}
 
 
 def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats: list[str] | None = None,
                  labels: str | None = None, calibration: str | None = None, calibration_size: int = 200,
                  thresholds: dict | None = None, samples_per_class: int = 2, seed: int = 0,
                  progress: Callable[[str], None] | None = None, preprocessing: dict | None = None,
-                 head: dict | None = None, text: dict | None = None) -> dict:
+                 head: dict | None = None, text: dict | None = None, targets: list[str] | None = None,
+                 int8_io: str = "int8", metadata: bool = True, int8_fallback: str = "auto",
+                 calibration_method: str = "minmax", per_channel: bool = True) -> dict:
     """Export a Keras model to the given formats in ``out``, validated; returns the manifest.
 
     Args:
@@ -43,12 +52,13 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
             ``run.json`` (written by ``edgecnn train``) names the dataset, labels and preprocessing; for any other
             Keras classifier give ``labels`` and ``calibration``.
         out: the export folder to create or replace.
-        formats: a subset of ``onnx, onnx-int8, tflite, tflite-int8`` (default all four).
+        formats: a subset of ``onnx, onnx-int8, tflite, tflite-int8, tflite-fp16, tflite-dynamic`` (default all).
         labels: file with one label per line or a JSON list (models not trained by edgecnn).
         calibration: a registered dataset name or an image folder (one sub-folder per class): calibrates int8 and
             provides the held-out split for validation.
         calibration_size: how many training examples feed the int8 calibration.
-        thresholds: override ``DEFAULT_THRESHOLDS`` (fp32 ``max_diff``, int8 ``min_agreement``, ``max_map_drop``).
+        thresholds: override ``DEFAULT_THRESHOLDS`` (fp32 ``max_diff``, int8 ``min_agreement``, ``max_map_drop``,
+            tflite-fp16 ``max_diff_fp16``, relative to the largest output; see ``ExportAdapter.failures`` for which rule meets which format).
         samples_per_class: test-split samples to ship in ``samples/``.
         preprocessing: models not trained by edgecnn: ``{"preset": "tf"}`` and/or explicit ``mean``, ``std``,
             ``scale``, ``offset``, ``channels_order`` (see :mod:`edgecnn.presets`); default: the preset of a
@@ -57,6 +67,17 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
             ``{"multi_label": True}`` (one sigmoid per label); default: read from the last layer's activation.
         text: text models on token ids: ``{"vocabulary": FILE, "sequence_length": N, "standardize": MODE}`` (see
             :mod:`edgecnn.export.user_text`); a model starting with ``TextVectorization`` needs none of them.
+        targets: runtimes besides edgecnn's to make the files for (``opencv``, ``mobile``, ...: see
+            :mod:`edgecnn.export.targets`); default none, the usual files.
+        int8_io: the tflite-int8 file's float input and output dtype: ``int8`` (default), ``uint8`` (Android,
+            MediaPipe) or ``float`` (float32, quantized inside the file); the runtime converts any of them.
+        metadata: write TFLite Model Metadata (name, normalization, labels: :mod:`edgecnn.export.metadata`) into
+            every ``.tflite`` file; False leaves the converter's files as they are.
+        int8_fallback: ``auto`` (default): an int8 file that fails its gate is made again with its worst layers
+            kept in float, one more at a time (:mod:`edgecnn.export.fallback`); ``off``: refused at once.
+        calibration_method, per_channel: the ONNX int8 recipe (:func:`edgecnn.export.onnx.quantize_onnx`):
+            ``minmax``, ``entropy`` or ``percentile`` activation ranges; per-channel or per-tensor weights
+            (``per_channel`` is tflite-int8's choice too: per-tensor drops 12 bytes per output channel, twice).
 
     Raises:
         InputError: ``out`` is a file, a folder that is not an earlier export, or holds an input of this export
@@ -72,7 +93,11 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise InputError(f"unknown format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    if int8_io not in INT8_IO:
+        raise InputError(f"--int8-io {int8_io!r}: choose from {', '.join(INT8_IO)}")
+    _check_int8_choices(int8_fallback, calibration_method)
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    chosen_targets = export_targets.check_names(targets)
     model_path, out = Path(model_path), Path(out)
     if out.name in ("", ".", ".."):
         out = Path(os.path.abspath(out))
@@ -83,7 +108,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
 
     from ..evaluate import measure
     from ..keras_io import import_tensorflow, keras_outputs, load_keras_model
-    from .onnx import export_onnx, onnx_metadata, quantize_onnx
+    from .onnx import export_onnx, onnx_int8_recipe, onnx_metadata
     from .tasks import adapter_for
     from .tflite import export_tflite, tensor_quantization
     from .user_text import user_text_model
@@ -104,40 +129,65 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
         say(f"warning: {chance}")
 
     staging = make_staging(out)
+    contexts = [export_targets.TargetContext(name, staging, run, sections, formats, say=say, inputs=inputs,
+                                             reference=reference) for name in chosen_targets]
+    for ctx, reason in zip(contexts, export_targets.call(contexts, "check")):
+        if reason:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ExportRefusedError(f"export refused, --target {ctx.name}: {reason}")
     try:
-        serve = adapter.serving_fn(tf)
-        calib = adapter.calibration_inputs(calibration_size, seed)
+        serve = export_targets.serving(contexts, adapter.serving_fn(tf))
+        inputs = export_targets.model_inputs(contexts, inputs)  # as the served function takes them
+        for ctx in contexts:
+            ctx.inputs = inputs
+        int8_io = export_targets.int8_io(contexts, int8_io)
+        calib = export_targets.model_inputs(contexts, adapter.calibration_inputs(calibration_size, seed))
+        about = {"sections": sections, "name": out.name} if metadata else None  # TFLite Model Metadata
         files: dict[str, dict] = {}
+        make_int8 = _int8_makers(staging, serve, model, sections["input"]["name"], calib, contexts,
+                                 onnx={"exclude_op_types": tuple(run.get("onnx_int8_exclude", ())),
+                                       "calibration_method": calibration_method, "per_channel": per_channel},
+                                 tflite={"int8_io": int8_io, "metadata": about, "per_channel": per_channel})
         if "onnx" in formats or "onnx-int8" in formats:
             say("ONNX fp32 (tf2onnx)")
             with _converting("onnx", formats):
                 export_onnx(serve, staging / FORMAT_FILES["onnx"], onnx_metadata(run["task"], splits.labels))
+                export_targets.call(contexts, "after_onnx", staging / FORMAT_FILES["onnx"])
             files["onnx"] = {"precision": "fp32", "runtime": "onnxruntime"}
         if "onnx-int8" in formats:
             say(f"ONNX int8 (onnxruntime static QDQ, {len(calib)} calibration examples)")
             with _converting("onnx-int8", formats):
-                quantize_onnx(staging / FORMAT_FILES["onnx"], staging / FORMAT_FILES["onnx-int8"],
-                              sections["input"]["name"], calib,
-                              exclude_op_types=tuple(run.get("onnx_int8_exclude", ())))
+                make_int8["onnx-int8"](())
             files["onnx-int8"] = {"precision": "int8", "runtime": "onnxruntime",
-                                  "quantization": {"method": "static QDQ, per-channel weights, MinMax calibration",
+                                  "quantization": {**onnx_int8_recipe(calibration_method, per_channel),
                                                    "calibration_examples": len(calib)}}
         if "tflite" in formats:
             say("TFLite fp32")
             with _converting("tflite", formats):
-                export_tflite(serve, model, staging / FORMAT_FILES["tflite"])
+                export_tflite(serve, model, staging / FORMAT_FILES["tflite"], metadata=about)
+                export_targets.call(contexts, "after_tflite", staging / FORMAT_FILES["tflite"], False)
             files["tflite"] = {"precision": "fp32", "runtime": "litert"}
         if "tflite-int8" in formats:
             say(f"TFLite int8 (full integer, {len(calib)} calibration examples)")
             with _converting("tflite-int8", formats):
-                export_tflite(serve, model, staging / FORMAT_FILES["tflite-int8"], calibration=calib, int8=True)
+                make_int8["tflite-int8"](())
             files["tflite-int8"] = {"precision": "int8", "runtime": "litert",
                                     "quantization": {"method": "full integer (TFLITE_BUILTINS_INT8)",
-                                                     "calibration_examples": len(calib),
+                                                     "calibration_examples": len(calib), "io": int8_io,
+                                                     "weights": "per-channel" if per_channel else "per-tensor",
                                                      **tensor_quantization(staging / FORMAT_FILES["tflite-int8"])}}
+        for fmt, (weights, method) in WEIGHT_ONLY_TFLITE.items():
+            if fmt in formats:
+                say(f"TFLite {method}")
+                with _converting(fmt, formats):
+                    export_tflite(serve, model, staging / FORMAT_FILES[fmt], weights=weights, metadata=about)
+                    export_targets.call(contexts, "after_tflite", staging / FORMAT_FILES[fmt], False)
+                files[fmt] = {"precision": "fp16" if weights == "float16" else "dynamic-int8", "runtime": "litert",
+                              "quantization": {"method": method}}
+        for ctx in contexts:
+            ctx.files = files
         if "onnx" not in formats and "onnx" in files:
-            (staging / FORMAT_FILES["onnx"]).unlink()
-            del files["onnx"]
+            del files["onnx"]  # the file stays until validation is over: the int8 fallback re-quantizes it
         samples = adapter.write_samples(staging / "samples", reference, samples_per_class)
         data = {
             "schema": manifest_io.SCHEMA_VERSION,
@@ -156,21 +206,127 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
         manifest_io.write(staging, data)
         staged = manifest_io.read(staging)
         parity, problems = {"keras": keras_metric}, []
+        output_scale = max([1.0, *(float(np.max(np.abs(r))) for r in reference if np.size(r))])
+
+        def gate(fmt: str) -> tuple[dict, list[str]]:  # a re-made int8 file, measured as the first one was
+            measured = measure(manifest_io.read(staging), fmt, inputs, targets, reference)
+            return measured, adapter.failures(fmt, measured, keras_metric, limits)
+
         for fmt in staged.formats:
             say(f"validating {fmt}")
             parity[fmt] = measure(staged, fmt, inputs, targets, reference)
-            problems += adapter.failures(fmt, parity[fmt], keras_metric, limits)
+            if fmt == "tflite-fp16":  # its gate is relative to the outputs' scale (ExportAdapter.failures)
+                parity[fmt]["max_rel_diff"] = parity[fmt]["max_abs_diff"] / output_scale
+            failures = adapter.failures(fmt, parity[fmt], keras_metric, limits)
+            if failures and fmt in make_int8:  # name the worst layers; with auto, retry with them in float
+                parity[fmt], failures = _float_fallback(
+                    fmt, int8_fallback, make_int8[fmt], staging, data, files, parity[fmt], failures, calib, say,
+                    gate=gate,
+                    reference=lambda folder, fmt=fmt: _fp32_sibling(fmt, staging, folder, serve, model))
+            problems += failures
+        # a target's own files (.ort) are made from the validated ones, after any int8 float fallback re-made them
+        extra = {key: entry for added in export_targets.call(contexts, "extra_files") for key, entry in added.items()}
+        data["files"].update({key: manifest_io.file_entry(staging, entry["path"], format=key,
+                                                          **{k: v for k, v in entry.items() if k != "path"})
+                              for key, entry in extra.items()})
+        manifest_io.write(staging, data)
+        for key in extra:
+            say(f"validating {key}")
+            parity[key] = measure(manifest_io.read(staging), key, inputs, targets, reference)
+            problems += adapter.failures(key, parity[key], keras_metric, limits)
         data["validation"] = {"split": "test", "n": len(targets), "thresholds": limits, "results": parity,
                               **({"warnings": [chance]} if chance else {})}
         manifest_io.write(staging, data)
         if problems:
             raise ExportRefusedError("export refused, " + "; ".join(problems) +
                                      (f" (previous export in {out} kept)" if out.exists() else ""))
+        if "onnx" not in formats:  # kept until now for the int8 fallback
+            (staging / FORMAT_FILES["onnx"]).unlink(missing_ok=True)
+        _record_verification(data, manifest_io.read(staging), contexts)
+        manifest_io.write(staging, data)
         swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return data
+
+
+def _check_int8_choices(int8_fallback: str, calibration_method: str) -> None:
+    from .fallback import MODES
+    from .onnx import CALIBRATION_METHODS
+
+    if int8_fallback not in MODES:
+        raise InputError(f"--int8-fallback {int8_fallback!r}: choose from {', '.join(MODES)}")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise InputError(f"--calibration-method {calibration_method!r}: choose from {', '.join(CALIBRATION_METHODS)}")
+
+
+def _int8_makers(staging: Path, serve, model, input_name: str, calib, contexts: list, onnx: dict,
+                 tflite: dict) -> dict[str, Callable[[tuple[str, ...]], None]]:
+    """int8 format -> make its staged file with the given layers kept in float: one call makes the first file
+    (no layers) and every float-fallback retry, so a retry cannot drift from the recipe."""
+    from .onnx import quantize_onnx
+    from .tflite import export_tflite
+
+    def onnx_int8(nodes: tuple[str, ...]) -> None:
+        quantize_onnx(staging / FORMAT_FILES["onnx"], staging / FORMAT_FILES["onnx-int8"], input_name, calib,
+                      nodes_to_exclude=nodes, **onnx)
+
+    def tflite_int8(nodes: tuple[str, ...]) -> None:
+        path = staging / FORMAT_FILES["tflite-int8"]
+        export_tflite(serve, model, path, calibration=calib, int8=True, float_nodes=nodes, **tflite)
+        export_targets.call(contexts, "after_tflite", path, True)
+
+    return {"onnx-int8": onnx_int8, "tflite-int8": tflite_int8}
+
+
+def _float_fallback(fmt: str, mode: str, make: Callable, staging: Path, data: dict, files: dict, measured: dict,
+                    failures: list[str], calib, say: Callable, gate: Callable, reference: Callable):
+    """The hook of :func:`edgecnn.export.fallback.rescue`: a re-made file is recorded in the staged manifest
+    (sha256, and a TFLite file's own input/output quantization) before it is measured; the record of what stayed
+    in float goes into its ``files`` entry."""
+    from .fallback import Int8Job, rescue
+    from .tflite import tensor_quantization
+
+    path = staging / FORMAT_FILES[fmt]
+
+    def check() -> tuple[dict, list[str]]:
+        if fmt == "tflite-int8":
+            files[fmt]["quantization"].update(tensor_quantization(path))
+        data["files"][fmt] = manifest_io.file_entry(staging, FORMAT_FILES[fmt], format=fmt, **files[fmt])
+        manifest_io.write(staging, data)
+        return gate(fmt)
+
+    job = Int8Job(fmt, path, make, check, reference)
+    with _converting(fmt, [fmt]):
+        measured, failures, record = rescue(job, measured, failures, calib, mode, say=say)
+    if record:
+        files[fmt]["float_fallback"] = data["files"][fmt]["float_fallback"] = record
+    return measured, failures
+
+
+def _fp32_sibling(fmt: str, staging: Path, folder: Path, serve, model) -> Path:
+    """The fp32 file an int8 one is ranked against: the staged one, or (tflite not exported) one made in
+    ``folder``; the fp32 ONNX file is always staged when its int8 sibling is."""
+    from .quantize import FP32_SIBLING
+    from .tflite import export_tflite
+
+    path = staging / FORMAT_FILES[FP32_SIBLING[fmt]]
+    if path.is_file():
+        return path
+    return export_tflite(serve, model, folder / FORMAT_FILES[FP32_SIBLING[fmt]])
+
+
+def _record_verification(data: dict, staged, contexts: list) -> None:
+    """Each file's ``verified_in`` (edgecnn's runtime, which validation just ran it in, then whatever the targets'
+    own runtimes verified) and each target's notes in ``targets``."""
+    for entry in data["files"].values():
+        entry["verified_in"] = {"edgecnn": __version__}
+    for verified in export_targets.call(contexts, "verify", staged):
+        for key, runtimes in (verified or {}).items():
+            data["files"][key]["verified_in"].update(runtimes)
+    if contexts:
+        data["targets"] = {ctx.name: ctx.notes for ctx in contexts}
 
 
 def _score(sections: dict, outputs, targets) -> dict:
@@ -258,7 +414,8 @@ def _run_and_splits(model, model_path: Path, labels: str | None, calibration: st
     if calibration in DATASETS or not Path(calibration).exists():
         splits = load_dataset(calibration, seed=seed)
     else:
-        splits = load_dataset("folder", seed=seed, data=calibration, size=height,
+        # absolute: the manifest's dataset section must lead `edgecnn eval` to it from any folder
+        splits = load_dataset("folder", seed=seed, data=str(Path(calibration).resolve()), size=height,
                               color_mode="L" if channels == 1 else "RGB")
         splits.preprocessing = image_preprocessing(height, width, channels)
     if splits.task != "image-classification":

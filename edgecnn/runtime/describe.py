@@ -24,11 +24,14 @@ def describe_export(model_dir: str) -> dict:
     manifest = manifest_io.read(model_dir)
     runnable = set(runnable_formats(manifest))
     files = {fmt: {"path": entry["path"], "size": entry.get("size"), "precision": entry.get("precision"),
-                   "runnable_here": fmt in runnable}
+                   "runnable_here": fmt in runnable,
+                   **({"float_fallback": entry["float_fallback"]} if entry.get("float_fallback") else {}),
+                   **({"verified_in": entry["verified_in"]} if entry.get("verified_in") else {})}
              for fmt, entry in manifest["files"].items()}
     validation = (manifest.get("validation") or {}).get("results", {})
     return {"model": str(manifest.folder), "name": manifest.get("name"), "task": manifest.task,
             "labels": manifest.labels, "input": manifest["input"], "preprocessing": manifest["preprocessing"],
             "outputs": manifest["outputs"],
             "dataset": manifest.get("dataset"), "files": files, "validation": validation,
-            "versions": manifest.get("versions"), "runtimes": available_runtimes()}
+            "versions": manifest.get("versions"), "targets": manifest.get("targets") or {},
+            "runtimes": available_runtimes()}
