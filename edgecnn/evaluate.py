@@ -35,7 +35,10 @@ def _image_inputs(manifest, images) -> np.ndarray:
     prep = manifest["preprocessing"]
     if isinstance(images, list):
         images = np.stack([image_io.load_pixels(image, prep)[0] for image in images])
-    return image_io.pixels_to_input(np.asarray(images), prep)
+    images = np.asarray(images)
+    if images.shape[-1] == 1 and prep.get("channels") == 3:  # a gray dataset, an RGB input (--target mediapipe)
+        images = np.repeat(images, 3, axis=-1)
+    return image_io.pixels_to_input(images, prep)
 
 
 #: Two scores of the reference closer than this are a tie (the export's fp32 ``max_diff`` default): a file that
@@ -183,6 +186,9 @@ def keras_reference(manifest: manifest_io.Manifest, inputs: np.ndarray) -> list[
 
     sequence_length = (manifest.get("text") or {}).get("sequence_length")
     model, _ = token_id_model(load_keras_model(source), sequence_length)  # a TextVectorization is cut, as at export
+    gray = (manifest.get("preprocessing") or {}).get("gray_in_graph")
+    if gray and inputs.shape[-1] == 3:  # the export makes its gray in the graph (--target mediapipe); Keras' input is gray
+        inputs = (inputs @ np.asarray(gray, dtype=inputs.dtype))[..., None]
     return keras_outputs(model, manifest, inputs)
 
 
