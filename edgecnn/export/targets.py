@@ -98,28 +98,25 @@ def call(contexts: list[TargetContext], hook: str, *args) -> list[Any]:
     return results
 
 
+def _chained(contexts: list[TargetContext], hook: str, value):
+    """``value`` passed through ``hook`` of every chosen target that has it, in order (each sees the last one's)."""
+    for ctx in contexts:
+        function = TARGETS[ctx.name].hook(hook)
+        if function is not None:
+            value = function(ctx, value)
+    return value
+
+
 def model_inputs(contexts: list[TargetContext], x):
     """edgecnn's model inputs as the served function takes them, after every target that changed its input."""
-    for ctx in contexts:
-        function = TARGETS[ctx.name].hook("model_inputs")
-        if function is not None:
-            x = function(ctx, x)
-    return x
+    return _chained(contexts, "model_inputs", x)
 
 
 def int8_io(contexts: list[TargetContext], asked: str) -> str:
     """The tflite-int8 file's I/O dtype: the asked one, unless a target's runtime cannot take it."""
-    for ctx in contexts:
-        function = TARGETS[ctx.name].hook("int8_io")
-        if function is not None:
-            asked = function(ctx, asked)
-    return asked
+    return _chained(contexts, "int8_io", asked)
 
 
 def serving(contexts: list[TargetContext], serve):
     """The serving function after every target that changes it had its say."""
-    for ctx in contexts:
-        function = TARGETS[ctx.name].hook("serving")
-        if function is not None:
-            serve = function(ctx, serve)
-    return serve
+    return _chained(contexts, "serving", serve)
