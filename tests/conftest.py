@@ -68,6 +68,17 @@ def digits_export() -> Path:
     return reference_export("digits-cnn", "export-digits")
 
 
+@pytest.fixture(scope="session")
+def digits_keras(tmp_path_factory) -> Path:
+    """A digits seed-cnn ``.keras`` trained here (8 epochs, seed 0, ~15 s): ``runs/`` is not in the repository, so
+    a test that needs a real trained Keras model makes its own, in a fresh clone as on a developer's machine."""
+    from edgecnn.train.fit import train
+
+    folder = tmp_path_factory.mktemp("digits-keras")
+    train("digits", "seed-cnn", folder / "run", epochs=8, seed=0, verbose=0)
+    return folder / "run" / "model.keras"
+
+
 @pytest.fixture()
 def export_copy(digits_export, tmp_path) -> Path:
     """A writable copy of the digits export, for tests that damage it."""

@@ -31,7 +31,7 @@ RECORD = {"reason": "onnx-int8: top-1 agreement with Keras 8.61% is below 98.00%
 
 
 @pytest.fixture(scope="module")
-def extreme(tmp_path_factory) -> tuple[Path, Path]:
+def extreme(tmp_path_factory, digits_keras) -> tuple[Path, Path]:
     """(model file, labels file): the digits CNN with one extreme-range hidden unit that no answer depends on."""
     import keras
 
@@ -39,7 +39,7 @@ def extreme(tmp_path_factory) -> tuple[Path, Path]:
     from edgecnn.train.datasets import load_dataset
 
     folder = tmp_path_factory.mktemp("extreme")
-    model = load_keras_model(ROOT / "runs" / "digits-cnn" / "model.keras")
+    model = load_keras_model(digits_keras)
     dense, head = model.get_layer("dense"), model.get_layer("probabilities")
     images = load_dataset("digits", seed=0).x_train[:64].astype(np.float32) / 255
     unit = int(keras.Model(model.inputs, dense.output)([images]).numpy().mean(axis=0).argmax())  # a live unit

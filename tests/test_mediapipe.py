@@ -54,14 +54,10 @@ def mediapipe_results(python: Path, model_file: Path, images: list[Path]) -> lis
 
 
 @pytest.fixture(scope="module")
-def mediapipe_export(tmp_path_factory) -> Path:
+def mediapipe_export(tmp_path_factory, digits_keras) -> Path:
     """A digits model (1 channel, like the reference one) trained briefly and exported with --target mediapipe."""
-    from edgecnn.train.fit import train
-
-    folder = tmp_path_factory.mktemp("mediapipe")
-    train("digits", "seed-cnn", folder / "run", epochs=3, seed=0, verbose=0)
-    out = folder / "digits-mp"
-    result = run_cli("export", str(folder / "run" / "model.keras"), "--out", str(out), "--target", "mediapipe")
+    out = tmp_path_factory.mktemp("mediapipe") / "digits-mp"
+    result = run_cli("export", str(digits_keras), "--out", str(out), "--target", "mediapipe")
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 

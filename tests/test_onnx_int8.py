@@ -114,11 +114,11 @@ def test_recipe_entry_names_each_choice():
 
 
 @pytest.mark.slow
-def test_export_records_the_chosen_onnx_recipe(tmp_path):
+def test_export_records_the_chosen_onnx_recipe(tmp_path, digits_keras):
     from edgecnn import manifest as manifest_io
     from edgecnn.export import export_model
 
-    export_model(ROOT / "runs" / "digits-cnn" / "model.keras", tmp_path / "out", formats=["onnx-int8"],
+    export_model(digits_keras, tmp_path / "out", formats=["onnx-int8"],
                  calibration_size=64, calibration_method="percentile", per_channel=False)
     quantization = manifest_io.read(tmp_path / "out")["files"]["onnx-int8"]["quantization"]
     assert quantization["calibration_method"] == "percentile" and quantization["weights"] == "per-tensor"
