@@ -287,7 +287,7 @@ def _task_step(task) -> Callable:
 
 
 def _open_keras(folder: str, threads: int | None):
-    from .keras_io import import_tensorflow, load_keras_model
+    from .keras_io import import_tensorflow, load_keras_model, ordered_outputs
     from .runtime.detection import DecodeSpec, decode_batch
     from .runtime.tasks import as_probabilities
 
@@ -302,9 +302,7 @@ def _open_keras(folder: str, threads: int | None):
     names = [o["name"] for o in manifest["outputs"]]
 
     def ordered(raw):
-        if isinstance(raw, dict):
-            return [raw[name] for name in names]
-        return list(raw) if isinstance(raw, (list, tuple)) else [raw]
+        return ordered_outputs(raw, names)
 
     if manifest.task == "object-detection":
         spec = DecodeSpec.from_section(manifest["detection"])
