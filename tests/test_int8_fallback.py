@@ -40,7 +40,8 @@ def extreme(tmp_path_factory, digits_keras) -> tuple[Path, Path]:
 
     folder = tmp_path_factory.mktemp("extreme")
     model = load_keras_model(digits_keras)
-    dense, head = model.get_layer("dense"), model.get_layer("probabilities")
+    head = model.get_layer("probabilities")  # the hidden Dense is "dense" or, after other models in this process, "dense_N"
+    dense = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dense) and layer is not head)
     images = load_dataset("digits", seed=0).x_train[:64].astype(np.float32) / 255
     unit = int(keras.Model(model.inputs, dense.output)([images]).numpy().mean(axis=0).argmax())  # a live unit
     weights, bias = (w.copy() for w in dense.get_weights())
