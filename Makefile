@@ -51,7 +51,7 @@ export-digits: install
 export-text: install
 	$(BIN)/edgecnn train --dataset bbc-news --model text-cnn-multi --epochs 24 --lr 3e-3 --seed 0 \
 		-o average_from=8 -o wide=tfidf -o wide_scale=16 --out runs/bbc-news
-	$(BIN)/edgecnn export runs/bbc-news/model.keras --out exported/bbc-news
+	$(BIN)/edgecnn export runs/bbc-news/model.keras --out exported/bbc-news --target opencv
 
 ## bench: edgecnn infer vs a minimal onnxruntime script vs the seed's Keras way, task classes vs raw runtimes,
 ## edgecnn bench for each export in exported/; writes BENCHMARKS.md (and BENCHMARKS.json). Trains the seed's
@@ -71,7 +71,7 @@ export-detector: install
 	$(BIN)/edgecnn train $(DETECTOR_RECIPE) --epochs 45 --lr 2e-3 --patience 45 --out runs/digit-detector-base
 	$(BIN)/edgecnn train $(DETECTOR_RECIPE) -d heights=log-uniform --epochs 20 --lr 5e-4 --patience 20 \
 		--weights runs/digit-detector-base/model.keras --out runs/digit-detector
-	$(BIN)/edgecnn export runs/digit-detector/model.keras --out exported/digit-detector
+	$(BIN)/edgecnn export runs/digit-detector/model.keras --out exported/digit-detector --target opencv
 
 ## lint: ruff over the package and the tests
 lint: install
