@@ -172,6 +172,48 @@ def test_few_shot_subset_keeps_the_named_classes_and_caps_the_training_images():
         load_dataset("digits", per_class=0)
 
 
+def test_drawn_digits_takes_the_few_shot_options_and_a_larger_training_set():
+    """drawn-digits' images keep their own sizes (a list, not an array): the few-shot subset must still pick them,
+    and ``-d train_per_class`` draws as many training images as a pretraining run needs."""
+    from edgecnn.errors import InputError
+    from edgecnn.train.datasets import load_dataset
+
+    full = load_dataset("drawn-digits", seed=1)
+    few = load_dataset("drawn-digits", seed=1, classes="5,6,7,8,9", per_class=3)
+    assert few.labels == ["5", "6", "7", "8", "9"]
+    assert np.bincount(few.y_train).tolist() == [3] * 5 and len(few.x_train) == 15
+    wanted = np.isin(full.y_test, [5, 6, 7, 8, 9])
+    assert len(few.x_test) == int(wanted.sum())
+    assert all(np.array_equal(a, b) for a, b in zip(few.x_test, [x for x, k in zip(full.x_test, wanted) if k]))
+    np.testing.assert_array_equal(few.y_test, full.y_test[wanted] - 5)
+    big = load_dataset("drawn-digits", seed=1, classes="0,1", train_per_class=45)
+    assert np.bincount(big.y_train).tolist() == [45, 45]
+    assert big.describe()["options"] == {"train_per_class": 45, "classes": "0,1"}
+    with pytest.raises(InputError, match="train_per_class"):
+        load_dataset("drawn-digits", train_per_class=0)
+
+
+def test_drawn_digits_can_go_unframed_like_any_folder_of_images():
+    """-d fit=none -d polarity=none: the drawn images resized as they are (digit anywhere, either polarity), as
+    the digits dataset's same options do; the default frames them as the digits-cnn runtime does."""
+    from edgecnn.errors import InputError
+    from edgecnn.runtime import image as image_io
+    from edgecnn.train.datasets import load_dataset, model_pixels
+
+    framed = load_dataset("drawn-digits", seed=2, test_per_class=1)
+    raw = load_dataset("drawn-digits", seed=2, test_per_class=1, fit="none", polarity="none")
+    assert framed.preprocessing["fit"] == "ink" and framed.preprocessing["polarity"] == "auto"
+    assert raw.preprocessing["fit"] == "none" and raw.preprocessing["polarity"] == "none"
+    assert "fit_size" not in raw.preprocessing
+    pixels = model_pixels(raw.x_test, raw.preprocessing)
+    light = [i for i, image in enumerate(raw.x_test) if np.median(image) > 170]
+    assert light and all(np.median(pixels[i]) > 170 for i in light)  # not inverted
+    plain = np.asarray(image_io.to_mode(image_io.open_image(raw.x_test[0]), "L").resize((28, 28), image_io.RESAMPLE["bilinear"]))
+    np.testing.assert_array_equal(pixels[0, :, :, 0], plain)  # a plain resize of the whole image
+    with pytest.raises(InputError, match="fit"):
+        load_dataset("drawn-digits", fit="crop")
+
+
 @pytest.mark.slow
 def test_readme_your_own_images_runs_as_written_offline(tmp_path):
     """The README's "Your own images" section from a fresh folder, with no network: its Python block makes the

@@ -182,7 +182,7 @@ def subset(splits: Splits, seed: int = 0, classes=None, per_class: int | None = 
             keep = mapping[np.asarray(y)] >= 0
             if which == "test" and splits.test_files is not None:
                 splits.test_files = [f for f, k in zip(splits.test_files, keep) if k]
-            setattr(splits, f"x_{which}", x[keep])
+            setattr(splits, f"x_{which}", _take(x, np.flatnonzero(keep)))
             setattr(splits, f"y_{which}", mapping[np.asarray(y)[keep]])
         splits.labels = wanted
     if per_class is not None:
@@ -192,8 +192,22 @@ def subset(splits: Splits, seed: int = 0, classes=None, per_class: int | None = 
         y = np.asarray(splits.y_train)
         chosen = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class]
                                          for c in range(len(splits.labels))]))
-        splits.x_train, splits.y_train = splits.x_train[chosen], y[chosen]
+        splits.x_train, splits.y_train = _take(splits.x_train, chosen), y[chosen]
     return splits
+
+
+def _take(x, index: np.ndarray):
+    """``x[index]`` for an array, or the same items of a list (images of their own sizes, as drawn-digits')."""
+    return [x[i] for i in index] if isinstance(x, list) else x[index]
+
+
+def model_pixels(images, prep: dict) -> np.ndarray:
+    """Pixels at the model's size (N x H x W x C uint8): an array of them as it is, a list of images of any size
+    each through the runtime's own :func:`~edgecnn.runtime.image.load_pixels`, as ``classify`` would see it - so a
+    dataset of images of their own sizes (drawn-digits) trains on what the exported model is later given."""
+    if isinstance(images, list):
+        return np.stack([image_io.load_pixels(image, prep)[0] for image in images])
+    return images
 
 
 def stratified_split(labels: np.ndarray, seed: int, test: float = TEST_FRACTION, val: float = VAL_FRACTION,
@@ -287,13 +301,21 @@ def stroke_variants(x: np.ndarray, y: np.ndarray, prep: dict) -> tuple[np.ndarra
 @register_dataset("drawn-digits", "image-classification",
                   "a test set of digits drawn with a pen or typeset by Pillow (seeded): 28-400 px, dark on light "
                   "or light on dark, thin to bold, some in colour, mild noise and blur; images keep their own size "
-                  "(per_class images of each digit in the test split)")
-def _load_drawn_digits(seed: int = 0, per_class: int = 60, size: int = 28) -> Splits:
+                  "(each split holds *_per_class images of each digit; -d train_per_class=300 to pretrain on it); "
+                  "framed as digits-cnn frames them (polarity=auto, fit=ink) or, with none, resized as they are")
+def _load_drawn_digits(seed: int = 0, train_per_class: int = 20, val_per_class: int = 10, test_per_class: int = 60,
+                       size: int = 28, polarity: str = "auto", fit: str = "ink") -> Splits:
     from .drawn_digits import drawn_digits
 
-    parts = [drawn_digits(seed, count, stream) for stream, count in
-             enumerate((max(1, per_class // 3), max(1, per_class // 6), int(per_class)))]
-    prep = {**image_preprocessing(size, size, 1), **handwriting_preprocessing(size)}
+    _check_choice("polarity", polarity, image_io.POLARITIES)
+    _check_choice("fit", fit, image_io.FITS)
+    counts = {"train_per_class": train_per_class, "val_per_class": val_per_class, "test_per_class": test_per_class}
+    for key, count in counts.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InputError(f"-d {key}={count} is not a number of images; give a whole number >= 1")
+    # Streams 0, 1, 2 (train, validation, test): the defaults draw the very set every export was scored on.
+    parts = [drawn_digits(seed, count, stream) for stream, count in enumerate(counts.values())]
+    prep = {**image_preprocessing(size, size, 1), **handwriting_preprocessing(size, polarity, fit)}
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = parts
     return Splits("drawn-digits", "image-classification", [str(i) for i in range(10)], x_train, y_train, x_val,
                   y_val, x_test, y_test, prep)

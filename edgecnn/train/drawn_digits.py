@@ -14,8 +14,9 @@ seeded and offline, so the project can measure that case itself instead of trust
   light paper or light ink on a dark ground, some in colour, mild Gaussian noise and blur.
 
 Every split is a list of uint8 arrays of their own sizes (H x W, or H x W x 3): what a user would pass to
-``classify``; ``edgecnn eval`` runs each through the runtime's own preprocessing. Nothing trains on it: the
-reference digits model is scored here on images it never saw the like of.
+``classify``; ``edgecnn eval`` runs each through the runtime's own preprocessing. The reference digits model
+never trains on it: it is scored here on images it never saw the like of. The transfer benchmark does train on it
+(``-d train_per_class``), each image framed by the same preprocessing (``datasets.model_pixels``).
 """
 
 from __future__ import annotations

@@ -523,7 +523,7 @@ def _set_trainable(model, frozen: set) -> None:
 def _train_image_classifier(tf, keras, splits, model_name, out, epochs, seed, batch_size, patience,
                             learning_rate, augment, model_options, trainer_options, verbose, weights=None):
     from ..runtime.image import pixels_to_input
-    from . import backbones
+    from . import backbones, datasets
     from .models import create_model
 
     check_splits(splits)
@@ -531,7 +531,8 @@ def _train_image_classifier(tf, keras, splits, model_name, out, epochs, seed, ba
     splits.preprocessing.update(backbones.preprocessing_for(model_name, splits.preprocessing))
     prep = splits.preprocessing
     print(dataset_summary(splits, batch_size, batch_note), file=sys.stderr)
-    x_train, x_val, x_test = (pixels_to_input(x, prep) for x in (splits.x_train, splits.x_val, splits.x_test))
+    x_train, x_val, x_test = (pixels_to_input(datasets.model_pixels(x, prep), prep)  # a list: drawn-digits
+                              for x in (splits.x_train, splits.x_val, splits.x_test))
 
     imagenet = str(weights) == "imagenet"
     model = create_model(model_name, x_train.shape[1:], len(splits.labels), **model_options,
