@@ -1,8 +1,8 @@
 """Where the bytes of each ``model.int8.tflite`` go, against ``model.onnx``: weights, quantization parameters, rest.
 
 int8 weights are a quarter of float32 ones, but a full-integer TFLite file also stores, for every quantized tensor,
-its scales (float32) and zero points (int64) — one pair per output channel for per-channel weights — plus the
-flatbuffer's graph, tensor names and signature. For a small model with many thin layers that overhead is a large
+its scales (float32) and zero points (int64) — one pair per output channel for per-channel weights; edgecnn writes
+each distinct array once since issue 17 — plus the flatbuffer's graph, tensor names and signature. For a small model with many thin layers that overhead is a large
 share of the file, which is why the file ratio can stay well under the 4× of the weights. Reads the flatbuffer with
 the schema that ships with ai-edge-litert (or TensorFlow).
 
@@ -29,19 +29,31 @@ def schema():
 
 
 def breakdown(path: Path) -> dict:
+    """Bytes of ``path`` by part: ``buffers`` (weights, biases, metadata), ``quantization_params`` (scales and zero
+    points as stored: an array that several tensors share, as edgecnn writes them, counts once), tensor ``names``,
+    and ``structure`` (the graph and everything else)."""
     fb = schema()
     data = path.read_bytes()
-    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(data, 0))
-    buffers = sum(len(b.data) for b in model.buffers if b.data is not None)
-    quantization = tensors = 0
-    for subgraph in model.subgraphs:
-        for tensor in subgraph.tensors:
+    root = fb.Model.GetRootAsModel(data, 0)
+    origin = np.frombuffer(data, np.uint8).ctypes.data
+    buffers = sum(root.Buffers(i).DataLength() for i in range(root.BuffersLength()))
+    stored: dict[int, int] = {}  # where an array starts in the file -> its bytes
+    names = tensors = 0
+    for g in range(root.SubgraphsLength()):
+        graph = root.Subgraphs(g)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
             tensors += 1
-            q = tensor.quantization
-            if q is not None:
-                quantization += sum(np.asarray(a).nbytes for a in (q.scale, q.zeroPoint, q.min, q.max) if a is not None)
-    return {"file": len(data), "buffers": buffers, "quantization_params": quantization,
-            "structure": len(data) - buffers - quantization, "tensors": tensors}
+            names += len(tensor.Name() or b"")
+            q = tensor.Quantization()
+            if q is None:
+                continue
+            for array in (q.ScaleAsNumpy(), q.ZeroPointAsNumpy(), q.MinAsNumpy(), q.MaxAsNumpy()):
+                if isinstance(array, np.ndarray) and array.size:
+                    stored[array.ctypes.data - origin] = array.nbytes
+    quantization = sum(stored.values())
+    return {"file": len(data), "buffers": buffers, "quantization_params": quantization, "names": names,
+            "structure": len(data) - buffers - quantization - names, "tensors": tensors}
 
 
 def main() -> None:

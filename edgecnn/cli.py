@@ -335,13 +335,15 @@ def bench(model_dir, formats, runs, batch, threads, as_json, plot_file):
 
 @cli.command(name="quantize-report")
 @click.argument("model_dir", default=DEFAULT_MODEL)
-@click.option("--formats", help="Comma-separated int8 formats (default: every int8 file in the export).")
+@click.option("--formats", help="Comma-separated: onnx-int8, tflite-int8, tflite-dynamic (default: every such file "
+                                "in the export).")
 @click.option("--examples", default=64, show_default=True, help="Held-out examples to run.")
 @click.option("--top", default=10, show_default=True, help="Rows per file in the table (0: all; --json has all).")
 @click.option("--json", "as_json", is_flag=True, help='Print {"files": {FORMAT: {"layers": [...]}}} as JSON.')
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Write a bar chart PNG of the worst layers.")
 def quantize_report(model_dir, formats, examples, top, as_json, plot_file):
-    """Per-layer error of each int8 file against its fp32 sibling (SQNR, max |error|), worst layers first."""
+    """Per-layer error of each int8 file (onnx-int8, tflite-int8, tflite-dynamic) against its fp32 sibling (SQNR,
+    max |error|), worst layers first."""
     from .export.quantize import plot, quantization_report, report_text
 
     report = quantization_report(model_dir, formats=[f.strip() for f in formats.split(",") if f.strip()]

@@ -92,6 +92,13 @@ def test_int8_fallback_auto_keeps_the_extreme_layer_in_float(extreme, tmp_path, 
     before, after = fallback["gate"]["before"], fallback["gate"]["after"]
     assert before["agreement"] < 0.5 and after["agreement"] >= 0.98
     assert after == {k: v for k, v in data["validation"]["results"][fmt].items() if k in after}
+    method = manifest["files"][fmt]["quantization"]["method"]  # no longer "full integer"
+    assert "full integer" not in method and f"int8 with {len(nodes)} layers kept in float" in method, method
+    if fmt == "tflite-int8":  # and the file says so to an app's developer
+        from edgecnn.export.metadata import read_metadata
+
+        description = read_metadata(tmp_path / "out" / "model.int8.tflite")[0].description.decode()
+        assert description.endswith(f"int8 with {len(nodes)} layers kept in float."), description
 
     import edgecnn
 

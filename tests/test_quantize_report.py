@@ -35,10 +35,12 @@ def reports():
 @pytest.mark.parametrize("name", EXPORTS)
 def test_report_has_ranked_finite_rows_for_every_int8_file(reports, name):
     from edgecnn import manifest as manifest_io
+    from edgecnn.export.quantize import FP32_SIBLING
 
     report = reports(name)
     manifest = manifest_io.read(EXPORTED / name)
-    assert set(report["files"]) == {f for f in manifest.formats if f.endswith("-int8")}
+    assert set(report["files"]) == {f for f in manifest.formats if f.endswith("-int8") or f == "tflite-dynamic"}
+    assert set(report["files"]) <= set(FP32_SIBLING)
     assert report["examples"] == EXAMPLES
     for fmt, data in report["files"].items():
         rows = data["layers"]
@@ -130,15 +132,17 @@ def _tflite_op_outputs(path: Path) -> dict[str, str]:
     return {details[int(op["outputs"][0])]: op["op_name"] for op in interpreter._get_ops_details()}
 
 
-def _damage_tflite(folder: Path, kind: str, factor: float = 16.0) -> str:
-    """Multiply one tensor's scales in model.int8.tflite (flatbuffer rewritten); return the layer (op output)."""
+def _damage_tflite(folder: Path, kind: str, factor: float = 16.0, fmt: str = "tflite-int8") -> str:
+    """Multiply one tensor's scales in the ``fmt`` file (flatbuffer rewritten); return the layer (op output)."""
+    from edgecnn.export import FORMAT_FILES
+
     flatbuffers = pytest.importorskip("flatbuffers")
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:
         from tensorflow.lite.python import schema_py_generated as schema
 
-    path = folder / "model.int8.tflite"
+    path = folder / FORMAT_FILES[fmt]
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
     graph = model.subgraphs[0]
     ops = {graph.tensors[op.outputs[0]].name.decode(): op for op in graph.operators
@@ -150,7 +154,7 @@ def _damage_tflite(folder: Path, kind: str, factor: float = 16.0) -> str:
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     path.write_bytes(bytes(builder.Output()))
-    _rehash(folder, "tflite-int8")
+    _rehash(folder, fmt)
     return layer
 
 
@@ -167,6 +171,28 @@ def test_a_damaged_layer_is_ranked_first(tmp_path, fmt, kind):
     healthy = quantization_report(EXPORTED / "digits-cnn", formats=[fmt], examples=EXAMPLES)["files"][fmt]["layers"]
     before = next(r["sqnr_db"] for r in healthy if r["layer"] == damaged and r["kind"] == kind)
     assert rows[0]["sqnr_db"] < before - 10  # x16 on a scale costs 4 bits: ~24 dB
+
+
+def test_dynamic_range_file_is_reported_and_a_damaged_weight_ranked_first(tmp_path):
+    """tflite-dynamic: int8 weights with their own error, float activations against fp32 (no stored grid)."""
+    from edgecnn.export.quantize import quantization_report, worst_layers
+
+    healthy = quantization_report(EXPORTED / "digits-cnn", formats=["tflite-dynamic"], examples=EXAMPLES)
+    data = healthy["files"]["tflite-dynamic"]
+    assert (data["file"], data["reference"]) == ("model.dynamic.tflite", "model.tflite")
+    rows = data["layers"]
+    assert {r["kind"] for r in rows} == {"weight", "activation"}
+    assert all(r["sqnr_db"] == r["fp32_sqnr_db"] for r in rows if r["kind"] == "activation")
+    assert all(math.isfinite(r["sqnr_db"]) for r in rows)
+    folder = _copy_export(tmp_path)
+    damaged = _damage_tflite(folder, "weight", fmt="tflite-dynamic")
+    rows = quantization_report(folder, formats=["tflite-dynamic"], examples=EXAMPLES)["files"]["tflite-dynamic"]
+    assert worst_layers(rows["layers"], 1) == [damaged]  # its output (the error vs fp32) or its weight first
+
+    def weight(layers):
+        return next(r["sqnr_db"] for r in layers if r["layer"] == damaged and r["kind"] == "weight")
+
+    assert weight(rows["layers"]) < weight(data["layers"]) - 10  # x16 on a scale costs 4 bits: ~24 dB
 
 
 def test_cli_prints_a_table_json_and_a_plot(tmp_path):

@@ -92,7 +92,8 @@ def test_image_normalization_matches_the_manifest(tmp_path):
     meta, _ = metadata.read_metadata(path)
     tensor = meta.subgraphMetadata[0].inputTensorMetadata[0]
     assert tensor.content.contentPropertiesType == fb.ContentProperties.ImageProperties
-    assert tensor.content.contentProperties.colorSpace == fb.ColorSpaceType.GRAYSCALE  # 1 channel
+    assert tensor.content.contentProperties.colorSpace == (fb.ColorSpaceType.GRAYSCALE if pre["channels"] == 1
+                                                          else fb.ColorSpaceType.RGB)
     unit = tensor.processUnits[0]
     assert unit.optionsType == fb.ProcessUnitOptions.NormalizationOptions
     pixels = np.array([0.0, 37.0, 255.0])

@@ -300,8 +300,14 @@ def _float_fallback(fmt: str, mode: str, make: Callable, staging: Path, data: di
     job = Int8Job(fmt, path, make, check, reference)
     with _converting(fmt, [fmt]):
         measured, failures, record = rescue(job, measured, failures, calib, mode, say=say)
-    if record:
-        files[fmt]["float_fallback"] = data["files"][fmt]["float_fallback"] = record
+    if record:  # not "full integer" any more: the method says how many layers stayed in float
+        from .fallback import kept_in_float
+
+        method = files[fmt]["quantization"]["method"]
+        files[fmt]["quantization"]["method"] = (kept_in_float(len(record["nodes"])) if fmt == "tflite-int8"
+                                                else f"{method}; {kept_in_float(len(record['nodes']))}")
+        files[fmt]["float_fallback"] = record
+        data["files"][fmt] = manifest_io.file_entry(staging, FORMAT_FILES[fmt], format=fmt, **files[fmt])
     return measured, failures
 
 

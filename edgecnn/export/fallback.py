@@ -102,6 +102,12 @@ def rescue(job: Int8Job, measured: dict, failures: list[str], calibration: np.nd
     return after, [f"{failure}; {report}; {tried}" for failure in failures], None
 
 
+def kept_in_float(count: int) -> str:
+    """How a file the fallback re-made is described (the manifest's ``quantization.method``, the TFLite file's
+    metadata): some of its layers run float kernels, so it is not "full integer" any more."""
+    return f"int8 with {count} layer{'s' if count != 1 else ''} kept in float"
+
+
 def _ranked(rows: list[dict]) -> dict[str, dict]:
     """Layer -> its worst row (rows come worst first), inputs left out: the order the fallback tries them in."""
     layers: dict[str, dict] = {}

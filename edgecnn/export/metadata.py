@@ -59,6 +59,8 @@ def add_metadata(path: Path, sections: dict, name: str, description: str | None 
     """
     import flatbuffers
 
+    from .tflite import pack_model
+
     metadata_fb, model_fb = _schemas()
     model = model_fb.ModelT.InitFromObj(model_fb.Model.GetRootAsModel(path.read_bytes(), 0))
     subgraph = model.subgraphs[0]
@@ -91,9 +93,7 @@ def add_metadata(path: Path, sections: dict, name: str, description: str | None 
     entry = model_fb.MetadataT()
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata.append(entry)
-    builder = flatbuffers.Builder(0)
-    builder.Finish(model.Pack(builder), MODEL_IDENTIFIER)
-    out = io.BytesIO(bytes(builder.Output()))
+    out = io.BytesIO(pack_model(model))  # the object API's Pack, keeping the file's shared arrays and alignment
     if labels:  # the associated file, zipped onto the end (a reader finds the zip's directory from the end)
         with zipfile.ZipFile(out, "a") as archive:
             archive.writestr(LABELS_FILE, "\n".join(labels) + "\n")

@@ -1,7 +1,8 @@
 """Per-layer quantization error of an export's int8 files against their fp32 siblings (``edgecnn quantize-report``).
 
-The export's gates say *that* an int8 file disagrees with Keras; this says *where*. Both int8 files are run beside
-their fp32 sibling on held-out examples and every tensor the two share is compared:
+The export's gates say *that* an int8 file disagrees with Keras; this says *where*. Each int8 file (onnx-int8,
+tflite-int8, and tflite-dynamic, whose weights are int8) is run beside its fp32 sibling on held-out examples and
+every tensor the two share is compared:
 
 - ``sqnr_db``, the tensor's own quantization (what ranks it): the fp32 file's value at that tensor against itself
   put through the int8 file's scale and zero point for it, i.e. how much of the real signal survives this one
@@ -42,7 +43,7 @@ from ..errors import EdgecnnError, InputError, ModelError, require
 
 DEFAULT_EXAMPLES = 64
 #: int8 format -> the fp32 format it is measured against
-FP32_SIBLING = {"onnx-int8": "onnx", "tflite-int8": "tflite"}
+FP32_SIBLING = {"onnx-int8": "onnx", "tflite-int8": "tflite", "tflite-dynamic": "tflite"}
 #: the SQNR of a tensor quantized without any error at all (all zeros, or values exactly on the grid)
 EXACT_SQNR_DB = 200.0
 _QUANT_INPUT = "_QuantizeLinear_Input"  # onnxruntime's name for a graph output's tensor before its QuantizeLinear
@@ -52,6 +53,9 @@ METHODS = {
                   "float tensor saved and matched by name"),
     "tflite-int8": ("two LiteRT interpreters keeping every tensor (fp32 and int8 files), tensors matched by name, "
                     "int8 values dequantized with their own scale and zero point"),
+    "tflite-dynamic": ("two LiteRT interpreters keeping every tensor (fp32 and dynamic-range files), tensors matched "
+                       "by name: int8 weights dequantized with their own scales; activations are float32 (quantized "
+                       "on the fly inside each op, no stored grid), so their own error is the error vs fp32"),
 }
 
 
@@ -344,8 +348,13 @@ def _tflite_errors(int8_path: Path, fp32_path: Path, batches: list[np.ndarray]) 
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{int8_path} or {fp32_path} could not be loaded by LiteRT "
                              f"({str(exc).splitlines()[0]}); copy or export them again") from None
+    # A dynamic-range file (tflite-dynamic) stores no activation grid: its float activations are compared as they
+    # are, their own error being the error against fp32, beside its int8 weights.
+    weight_only = not any(int8.kind(index) == "activation" and detail["quantization_parameters"]["scales"].size
+                          for index, detail in int8.details.items())
     pairs = [(detail, fp32.by_key.get(key)) for key, detail in int8.by_key.items()
-             if detail["quantization_parameters"]["scales"].size]
+             if detail["quantization_parameters"]["scales"].size
+             or (weight_only and int8.kind(detail["index"]) == "activation")]
     pairs = [(q, f) for q, f in pairs if f is not None and np.dtype(f["dtype"]).kind == "f"]
     errors = {q["index"]: _TensorError(*int8.describe(q), q["name"], int8.kind(q["index"])) for q, _ in pairs}
     for number, batch in enumerate(batches):
@@ -356,14 +365,20 @@ def _tflite_errors(int8_path: Path, fp32_path: Path, batches: list[np.ndarray]) 
                 continue  # constants: once is enough
             reference = fp32.interpreter.get_tensor(f["index"])
             params = q["quantization_parameters"]
-            value = _dequantize(int8.interpreter.get_tensor(q["index"]), params)
-            errors[q["index"]].add_own(reference, _dequantize(_quantize(reference, params, q["dtype"]), params))
+            if params["scales"].size:
+                value = _dequantize(int8.interpreter.get_tensor(q["index"]), params)
+                errors[q["index"]].add_own(reference, _dequantize(_quantize(reference, params, q["dtype"]), params))
+            else:  # a float activation of a dynamic-range file
+                value = int8.interpreter.get_tensor(q["index"])
+                errors[q["index"]].add_own(reference, value)
             errors[q["index"]].add_fp32(reference, value)
     return errors.values()
 
 
 class _Graph:
-    """A LiteRT interpreter with its tensors keyed by (name, shape without batch) and each op's output names."""
+    """A LiteRT interpreter with its tensors keyed by (name, constant or not, shape without batch) and each op's
+    output names. Names are keyed as edgecnn writes them (:func:`edgecnn.export.tflite.short_name`), so a file
+    written with the converter's long names still matches one written with short ones."""
 
     def __init__(self, interpreter):
         self.interpreter = interpreter
@@ -378,9 +393,12 @@ class _Graph:
                 self.user.setdefault(int(index), op)
         self.details = {t["index"]: t for t in interpreter.get_tensor_details()}
         self.by_key = {}
+        from .tflite import short_name
+
         for detail in self.details.values():
             shape = tuple(int(d) for d in detail["shape"])
-            key = (detail["name"], shape[1:] if self.kind(detail["index"]) in ("activation", "input") else shape)
+            flowing = self.kind(detail["index"]) in ("activation", "input")
+            key = (short_name(detail["name"]), flowing, shape[1:] if flowing else shape)
             self.by_key.setdefault(key, detail)
 
     def kind(self, index: int) -> str:
@@ -457,7 +475,7 @@ def report_text(report: dict, top: int = 10) -> str:
 
 def _short(name: str, width: int = 60) -> str:
     """TFLite names fused ops by every TensorFlow op in them, joined by ';': the first says which layer it is."""
-    name = name.split(";")[0]
+    name = name.split(";")[0].split("#")[0]  # and edgecnn's short names: "first op#hash"
     return name if len(name) <= width else "…" + name[-(width - 1):]
 
 

@@ -16,6 +16,8 @@ The two weight-only recipes need no calibration and keep float32 inputs, outputs
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -47,12 +49,14 @@ def export_tflite(serving_fn, model, path: Path, calibration: np.ndarray | None 
         weights: weight-only quantization, no calibration: ``float16`` (tflite-fp16) or ``int8`` (dynamic range,
             tflite-dynamic); not together with ``int8``.
         metadata: ``{"sections": manifest sections, "name": model name}``: write TFLite Model Metadata into the
-            file (:func:`edgecnn.export.metadata.add_metadata`); None writes the converter's file as it is.
+            file (:func:`edgecnn.export.metadata.add_metadata`); None: none. Either way the file is written
+            smaller than the converter writes it, with the same numbers (:func:`compact`).
         float_nodes: with ``int8``, layers (op output tensor names, as :func:`edgecnn.export.quantize.worst_layers`
             gives them) kept in float: the float fallback of :mod:`edgecnn.export.fallback`.
         per_channel: int8 weights with one scale per output channel (the converter's default), or one per tensor
-            (``False``): 12 bytes less per output channel, twice (weights and bias), which is 21 % of the committed
-            detector's int8 file (BENCHMARKS.md, "Sizes"); also for tflite-dynamic.
+            (``False``): one float32 scale per tensor instead of per output channel, twice (weights and bias),
+            which the detector needs for an int8 file 3.5x smaller than its ONNX one (BENCHMARKS.md, "Sizes");
+            also for tflite-dynamic.
     """
     from ..keras_io import import_tensorflow
 
@@ -72,11 +76,16 @@ def export_tflite(serving_fn, model, path: Path, calibration: np.ndarray | None 
             converter = tf.lite.TFLiteConverter.from_saved_model(scratch)
             _configure(tf, converter, calibration, int8, int8_io, weights)
             converter._experimental_disable_per_channel = not per_channel  # the converter's one switch for it
-            path.write_bytes(_quantize_keeping_float(converter, float_nodes) if int8 and float_nodes
-                             else converter.convert())
+            path.write_bytes(compact(_quantize_keeping_float(converter, float_nodes) if int8 and float_nodes
+                                     else converter.convert()))
     if metadata:
-        from .metadata import add_metadata
+        from .metadata import add_metadata, describe
 
+        if int8 and float_nodes:  # the float fallback's file: say so where an app's developer reads about it
+            from .fallback import kept_in_float
+
+            metadata = {**metadata, "description": f"{describe(metadata['sections'])[:-1]}; "
+                                                   f"{kept_in_float(len(float_nodes))}."}
         add_metadata(path, **metadata)
     return path
 
@@ -131,7 +140,134 @@ def _quantize_keeping_float(converter, float_nodes: tuple[str, ...]) -> bytes:
                                  disable_per_channel_for_dense_layers=dense,
                                  input_data_type=converter.inference_input_type,
                                  output_data_type=converter.inference_output_type,
-                                 denylisted_nodes=list(float_nodes))
+                                 denylisted_nodes=_full_names(calibrated, float_nodes))
+
+
+def _full_names(data: bytes, names: tuple[str, ...]) -> list[str]:
+    """``names`` as the converter's own file spells them: the layers come from a written file, whose tensor names
+    :func:`short_name` shortened, while the denylist is matched against the unshortened names of ``data``."""
+    spelled: dict[str, list[str]] = {}
+    for graph in _read(data).subgraphs:
+        for tensor in graph.tensors:
+            full = (tensor.name or b"").decode()
+            for key in {full, short_name(full)}:
+                spelled.setdefault(key, []).append(full)
+    return [full for name in names for full in spelled.get(name, [name])]
+
+
+# --- the written file: the converter's, smaller, with the same numbers ----------------------------------------------
+
+def short_name(name: str) -> str:
+    """A tensor's name as edgecnn writes it: the converter names a fused op's output by every TensorFlow op in it
+    (``a/Relu6;a/bn/add_1;a/conv/convolution;...``, up to 240 bytes each, 5 % of the committed detector's int8
+    file); the first op says which layer it is, and a hash of the whole name keeps names unique and the same in
+    every file converted from the same model, so the fp32 and int8 files still match tensor by tensor
+    (``edgecnn quantize-report``) and a denylist can be mapped back (:func:`_full_names`). Idempotent."""
+    if ";" not in name:
+        return name
+    return f"{name.split(';')[0]}#{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+
+
+def compact(data: bytes) -> bytes:
+    """The converter's ``.tflite`` bytes written again smaller, every number the same: short tensor names
+    (:func:`short_name`; the graph's input and output tensors keep theirs) and shared quantization arrays
+    (:func:`pack_model`). A file with buffers outside the flatbuffer (over 2 GB) comes back as it is."""
+    model = _read(data)
+    if any(buffer.offset > 1 for buffer in model.buffers):
+        return data
+    for graph in model.subgraphs:
+        kept = set(graph.inputs) | set(graph.outputs)
+        for index, tensor in enumerate(graph.tensors):
+            if index not in kept and tensor.name:
+                tensor.name = short_name(tensor.name.decode()).encode()
+    return pack_model(model)
+
+
+def pack_model(model, alignment: int = 16) -> bytes:
+    """A ``ModelT`` (the TFLite schema's object API) as file bytes, like ``model.Pack`` but smaller and aligned.
+
+    Why: every per-channel int8 weight and its int32 bias carry one float32 scale and one int64 zero point per
+    output channel, and the object API writes each array again for each tensor, although the zero points are all
+    0: 34 kB of the detector's 250 kB int8 file (BENCHMARKS.md, "Sizes"). A flatbuffer may point many tables at one
+    vector, and LiteRT needs as many zero points as scales (so they cannot be dropped), so each distinct array and
+    each distinct quantization table is written once. Buffers (weights) start on ``alignment`` bytes, as the
+    converter writes them and the schema asks (``force_align: 16``); the object API aligns them to 1 byte.
+    Consumes ``model`` (its buffers and quantization entries are replaced by packing wrappers).
+    """
+    import flatbuffers
+
+    fb = sys.modules[type(model).__module__]
+    vectors: dict[tuple, int] = {}
+    tables: dict[tuple, int] = {}
+
+    def vector(builder, values, dtype) -> int:
+        array = np.ascontiguousarray(values, dtype=dtype).reshape(-1)
+        key = (array.dtype.str, array.tobytes())
+        if key not in vectors:
+            vectors[key] = builder.CreateNumpyVector(array)
+        return vectors[key]
+
+    class Quantization:
+        def __init__(self, q):
+            self.q = q
+
+        def Pack(self, builder):  # the object API calls it by this name
+            q = self.q
+            if q.details is not None:  # custom quantization: as the object API writes it
+                return q.Pack(builder)
+            arrays = [(field, values, dtype) for field, values, dtype in
+                      (("Min", q.min, "<f4"), ("Max", q.max, "<f4"), ("Scale", q.scale, "<f4"),
+                       ("ZeroPoint", q.zeroPoint, "<i8")) if values is not None]
+            key = tuple((field, np.asarray(values, dtype).tobytes()) for field, values, dtype in arrays)
+            key += (q.quantizedDimension,)
+            if key not in tables:
+                offsets = [(field, vector(builder, values, dtype)) for field, values, dtype in arrays]
+                fb.QuantizationParametersStart(builder)
+                for field, offset in offsets:
+                    getattr(fb, f"QuantizationParametersAdd{field}")(builder, offset)
+                fb.QuantizationParametersAddQuantizedDimension(builder, q.quantizedDimension)
+                tables[key] = fb.QuantizationParametersEnd(builder)
+            return tables[key]
+
+    class Buffer:
+        def __init__(self, buffer):
+            self.buffer = buffer
+
+        def Pack(self, builder):
+            buffer = self.buffer
+            data = None
+            if buffer.data is not None:
+                payload = (bytes(buffer.data) if isinstance(buffer.data, (bytes, bytearray))  # metadata's
+                           else np.asarray(buffer.data, np.uint8).tobytes())
+                builder.StartVector(1, len(payload), alignment)
+                builder.head -= len(payload)
+                builder.Bytes[builder.head:builder.head + len(payload)] = payload
+                builder.vectorNumElems = len(payload)
+                data = builder.EndVector()
+            fb.BufferStart(builder)
+            if data is not None:
+                fb.BufferAddData(builder, data)
+            fb.BufferAddOffset(builder, buffer.offset)
+            fb.BufferAddSize(builder, buffer.size)
+            return fb.BufferEnd(builder)
+
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            if tensor.quantization is not None:
+                tensor.quantization = Quantization(tensor.quantization)
+    model.buffers = [Buffer(buffer) for buffer in model.buffers]
+    builder = flatbuffers.Builder(1 << 16)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _read(data: bytes):
+    """The file as the schema's object API (``ModelT``), with the schema TensorFlow ships, else LiteRT's."""
+    try:
+        from tensorflow.lite.python import schema_py_generated as fb
+    except ImportError:
+        from ai_edge_litert import schema_py_generated as fb
+    return fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(data, 0))
 
 
 def tensor_quantization(path: Path) -> dict:
