@@ -6,14 +6,16 @@ seeded noise so no two files are alike) with a copy of the export whose preproce
 bare loop does; the digits export's ink framing, ``fit: ink``, would be work the loop skips), and print one line per
 image to a pipe this script drains:
 
-* ``edgecnn infer DIR --workers 1`` and ``--workers 2`` (the console script, fp32 ONNX);
-* the floor: a bare loop (Pillow open, convert, resize; numpy scale; ``session.run`` at batch 1; print the label)
-  with no checks, in one process, twice: with onnxruntime's default thread pool, and with one intra-op thread
-  (what ``edgecnn infer`` uses for a run over many inputs; the faster floor on this model, so the fair one).
+* ``edgecnn infer DIR --workers 1`` and ``--workers 2`` (the console script, fp32 ONNX; it decodes each image
+  on its own and runs them 32 per model call, :mod:`edgecnn.runtime.batching`);
+* the floor: a bare loop as a user would write it (Pillow open, convert, resize; numpy scale; ``session.run`` per
+  image; print the label) with no checks, in one process, twice: with onnxruntime's default thread pool, and with
+  one intra-op thread (what ``edgecnn infer`` uses for a run over many inputs).
 
 They run in rounds, in a rotated order, so a burst of load from the machine's other users hits all of them alike;
 we report medians of wall and CPU time and ratios as medians of per-round ratios, with the load average before
-and after (the machine may be shared: a busy core is what holds ``--workers 2`` below 2x).
+and after (the machine may be shared: a busy core is what holds ``--workers 2`` below 2x), and the ratios of the
+fastest rounds (load only ever adds time, so each contender's fastest round is its least disturbed one).
 
 Usage: python benchmarks/workers.py [--images 10000] [--rounds 3] [--model DIR]. Prints one JSON object.
 """
@@ -80,8 +82,9 @@ def make_images(folder: Path, count: int, model: Path) -> None:
 
 
 def per_image_cpu_ms(model: Path, folder: Path, count: int) -> dict:
-    """Where ``--workers 1`` spends more than the bare loop: CPU ms per image in this process, one runtime thread
-    for both (no thread pool to muddy it), over the first ``count`` images."""
+    """Where the time of ``--workers 1`` goes against the bare loop: CPU ms per image in this process, one runtime
+    thread for both (no thread pool to muddy it), over the first ``count`` images: the whole of each, then the
+    steps of edgecnn's (decode, input array, model call, ranking, output line)."""
     import resource
 
     import numpy as np
@@ -89,6 +92,8 @@ def per_image_cpu_ms(model: Path, folder: Path, count: int) -> dict:
     from PIL import Image
 
     from edgecnn.runtime import image as image_io
+    from edgecnn.runtime.batching import BATCH, attempt, classify_paths
+    from edgecnn.runtime.image import quiet_pillow
     from edgecnn.runtime.tasks import load
 
     def cpu() -> float:
@@ -104,22 +109,49 @@ def per_image_cpu_ms(model: Path, folder: Path, count: int) -> dict:
     name = session.get_inputs()[0].name
     task = load(model, threads=1)
 
-    def bare(path):
-        image = Image.open(path).convert(prep["color_mode"]).resize((prep["width"], prep["height"]), Image.BILINEAR)
-        x = np.asarray(image, dtype=np.float32).reshape(1, prep["height"], prep["width"], -1) * np.float32(prep["scale"])
-        scores = session.run(None, {name: x})[0][0]
-        return f"{path}: {manifest['labels'][int(scores.argmax())]} {float(scores.max()):.3f}"
-
-    steps = {"bare loop (PIL, numpy, session.run, one label)": bare,
-             "edgecnn classify + its output line": lambda path: str(task.classify(path, top_k=3)),
-             "bare decode (Image.open + convert)": lambda path: Image.open(path).convert(prep["color_mode"]),
-             "edgecnn decode (image.load_pixels: checks, EXIF, resize)": lambda path: image_io.load_pixels(path, prep)}
-    found = {}
-    for label, step in steps.items():
-        start = cpu()
+    def bare(paths):
         for path in paths:
-            step(path)
-        found[label] = (cpu() - start) * 1e3 / len(paths)
+            image = Image.open(path).convert(prep["color_mode"]).resize((prep["width"], prep["height"]),
+                                                                        Image.BILINEAR)
+            x = np.asarray(image, dtype=np.float32).reshape(1, prep["height"], prep["width"], -1) * np.float32(
+                prep["scale"])
+            scores = session.run(None, {name: x})[0][0]
+            f"{path}: {manifest['labels'][int(scores.argmax())]} {float(scores.max()):.3f}"
+
+    def batches(paths):
+        return [paths[i:i + BATCH] for i in range(0, len(paths), BATCH)]
+
+    def edgecnn(paths):  # what infer runs: a batch's images decoded one by one, one model call, one line each
+        for batch in batches(paths):
+            for outcome in classify_paths(task, batch, 3, lambda path: attempt(task.classify, path)):
+                str(outcome.result)
+
+    pixels = [image_io.load_pixels(path, prep)[0] for path in paths]
+    inputs = [image_io.pixels_to_input(p[None], prep) for p in pixels]
+    stacked = [np.concatenate(inputs[i:i + BATCH]) for i in range(0, len(inputs), BATCH)]
+    probabilities = np.concatenate([task.predict(batch) for batch in stacked])
+    results = [task._rank(row, 3, path) for row, path in zip(probabilities, paths)]
+    steps = {
+        "bare loop (PIL, numpy, session.run, one label)": bare,
+        f"edgecnn infer's work (batches of {BATCH}, top-3 line)": edgecnn,
+        "bare decode (Image.open + convert)": lambda paths: [Image.open(p).convert(prep["color_mode"]) for p in paths],
+        "edgecnn decode (image.load_pixels: checks, EXIF, colour mode)": lambda paths: [
+            image_io.load_pixels(p, prep) for p in paths],
+        "edgecnn input array (pixels_to_input)": lambda paths: [image_io.pixels_to_input(p[None], prep)
+                                                                for p in pixels],
+        "model call, batch 1 (session.run)": lambda paths: [task.predict(x) for x in inputs],
+        f"model call, batch {BATCH} (session.run)": lambda paths: [task.predict(batch) for batch in stacked],
+        "top-3 ranking (typed result)": lambda paths: [task._rank(row, 3, path) for row, path in
+                                                       zip(probabilities, paths)],
+        "text line (str)": lambda paths: [str(result) for result in results],
+        "JSON line (--json)": lambda paths: [json.dumps(result.to_dict(), ensure_ascii=False) for result in results],
+    }
+    found = {}
+    with quiet_pillow():  # as infer holds it for the whole run
+        for label, step in steps.items():
+            start = cpu()
+            step(paths)
+            found[label] = (cpu() - start) * 1e3 / len(paths)
     return found
 
 
@@ -177,6 +209,9 @@ def main() -> None:
     def paired(top: str, bottom: str, key: str = "wall_s") -> float:
         return statistics.median(r[top][key] / r[bottom][key] for r in rounds)
 
+    def fastest(top: str, bottom: str) -> float:
+        return min(r[top]["wall_s"] for r in rounds) / min(r[bottom]["wall_s"] for r in rounds)
+
     from edgecnn.runtime.parallel import physical_cores
 
     print(json.dumps({
@@ -189,7 +224,11 @@ def main() -> None:
                    "workers1_vs_bare_cpu": paired("edgecnn infer --workers 1", "bare onnxruntime loop", "cpu_s"),
                    "workers1_vs_bare_1thread": paired("edgecnn infer --workers 1", "bare onnxruntime loop, 1 thread"),
                    "workers1_vs_bare_1thread_cpu": paired("edgecnn infer --workers 1",
-                                                          "bare onnxruntime loop, 1 thread", "cpu_s")}}))
+                                                          "bare onnxruntime loop, 1 thread", "cpu_s")},
+        "fastest_round_ratios": {
+            "workers2_speedup": fastest("edgecnn infer --workers 1", "edgecnn infer --workers 2"),
+            "workers1_vs_bare": fastest("edgecnn infer --workers 1", "bare onnxruntime loop"),
+            "workers1_vs_bare_1thread": fastest("edgecnn infer --workers 1", "bare onnxruntime loop, 1 thread")}}))
 
 
 if __name__ == "__main__":

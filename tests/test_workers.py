@@ -93,3 +93,100 @@ def test_a_run_over_many_images_opens_one_runtime_thread_and_gives_the_same_line
                       inform=lambda _: None)
     assert opened == [1, None, 2]
     assert lines["folder"] == lines["asked"] and len(lines["folder"]) == 80
+
+
+def _one_at_a_time(export, folder, fmt: str) -> tuple[list[str], list[str]]:
+    """The reference: each image of ``folder`` classified alone through the public API (one model call each), as
+    ``--json`` lines and ``error: ...`` lines."""
+    import edgecnn
+
+    classifier = edgecnn.load(export, format=fmt)
+    lines, errors = [], []
+    for path in sorted(folder.iterdir()):
+        try:
+            lines.append(json.dumps(classifier.classify(str(path), top_k=3).to_dict(), ensure_ascii=False))
+        except EdgecnnError as exc:
+            errors.append(f"error: {exc}")
+    return lines, errors
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_batched_folder_runs_give_the_lines_of_one_image_at_a_time(digits_export, folder_with_a_bad_file, fmt,
+                                                                    workers):
+    """A folder runs its images in batches (one model call per batch); a broken file in the middle of a batch is
+    its own error line and every other image still gets exactly the result it gets alone."""
+    lines, errors = _one_at_a_time(digits_export, folder_with_a_bad_file, fmt)
+    result = run_cli("infer", str(folder_with_a_bad_file), "--model", str(digits_export), "--format", fmt, "--json",
+                     "--workers", workers)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout.splitlines() == lines and len(lines) == 80
+    assert error_lines(result) == errors and len(errors) == 1 and "2-5-0-broken.png" in errors[0]
+
+
+def _counting_model_calls(monkeypatch) -> list[int]:
+    """The batch size of every model call made in this process, whatever the format."""
+    from edgecnn.runtime.backends import LiteRTBackend, OnnxRuntimeBackend
+
+    sizes: list[int] = []
+    for backend in (OnnxRuntimeBackend, LiteRTBackend):
+        real = backend.run
+        monkeypatch.setattr(backend, "run", lambda self, inputs, real=real: sizes.append(len(inputs)) or real(self,
+                                                                                                           inputs))
+    return sizes
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_a_folder_run_calls_the_model_once_per_batch_of_good_images(digits_export, folder_with_a_bad_file,
+                                                                     monkeypatch, fmt):
+    sizes = _counting_model_calls(monkeypatch)
+    summary = run_inference(digits_export, [str(folder_with_a_bad_file)], fmt=fmt, emit=lambda _: None,
+                            report=lambda _: None, inform=lambda _: None)
+    assert (summary.processed, summary.failed) == (80, 1)
+    assert sizes == [32, 31, 17]  # 81 files in batches of 32; the broken one is left out of its batch
+
+
+def test_a_batch_one_model_file_runs_a_folder_one_image_per_call(digits_export, folder_with_a_bad_file, tmp_path,
+                                                                  monkeypatch):
+    """A file with its batch fixed at 1 (what --target mobile writes) must keep working: one image per call."""
+    from edgecnn import manifest as manifest_io
+    from edgecnn.export.mobile import fix_batch
+
+    fixed = tmp_path / "fixed"
+    shutil.copytree(digits_export, fixed)
+    fix_batch(digits_export / "model.onnx", fixed / "model.onnx")
+    data = dict(manifest_io.read(fixed))
+    data["files"]["onnx"] = {**data["files"]["onnx"], **manifest_io.file_entry(fixed, "model.onnx")}
+    manifest_io.write(fixed, data)
+    expected: list[str] = []
+    run_inference(digits_export, [str(folder_with_a_bad_file)], fmt="onnx", as_json=True, emit=expected.append,
+                  report=lambda _: None, inform=lambda _: None)
+    sizes = _counting_model_calls(monkeypatch)
+    lines: list[str] = []
+    summary = run_inference(fixed, [str(folder_with_a_bad_file)], fmt="onnx", as_json=True, emit=lines.append,
+                            report=lambda _: None, inform=lambda _: None)
+    assert (summary.processed, summary.failed) == (80, 1)
+    assert lines == expected and sizes == [1] * 80
+
+
+def test_a_model_call_that_fails_for_a_batch_is_retried_one_image_at_a_time(digits_export, folder_with_a_bad_file,
+                                                                             monkeypatch):
+    """A runtime that refuses a batch (a file whose batch axis cannot be resized) costs no image its result."""
+    from edgecnn.runtime.backends import OnnxRuntimeBackend
+
+    expected: list[str] = []
+    run_inference(digits_export, [str(folder_with_a_bad_file)], fmt="onnx", emit=expected.append,
+                  report=lambda _: None, inform=lambda _: None)
+    real = OnnxRuntimeBackend.run
+
+    def one_only(self, inputs):
+        if len(inputs) > 1:
+            raise RuntimeError("Got invalid dimensions for input: image")
+        return real(self, inputs)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "run", one_only)
+    lines, reported = [], []
+    summary = run_inference(digits_export, [str(folder_with_a_bad_file)], fmt="onnx", emit=lines.append,
+                            report=reported.append, inform=lambda _: None)
+    assert (summary.processed, summary.failed, summary.crashed) == (80, 1, 0)
+    assert lines == expected and len(reported) == 1 and "2-5-0-broken.png" in reported[0]

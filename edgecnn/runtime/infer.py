@@ -10,7 +10,8 @@ rather than silently ignored.
 The inputs are one stream of ``(name, payload)`` items whatever they come from: files, folders and quoted globs
 (an image path each), texts and lines (a text each), and video files, cameras and streams (a
 :class:`~edgecnn.runtime.sources.Frame` each, read as its turn comes; see :mod:`edgecnn.runtime.sources`). Each item
-goes through the same attempt (:func:`attempt`): in this process, or with ``--workers N`` in N worker processes
+goes through the same attempt (:func:`attempt`; a classifier's image paths are decoded one by one and run 32 per
+model call, :mod:`edgecnn.runtime.batching`): in this process, or with ``--workers N`` in N worker processes
 (:mod:`edgecnn.runtime.parallel`), whose outcomes come back in input order. A frame's line also carries its index
 and timestamp. A run with a video source ends cleanly on Ctrl-C or SIGTERM, as ``--watch`` does, and informs a
 summary per source (frames read, inferred, dropped, mean fps).
@@ -21,13 +22,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..errors import EdgecnnError, InputError
+from .batching import Outcome, attempt, batch_size, batched, classify_paths
 from .image import quiet_pillow
 from .tasks import Task, load
 
@@ -61,28 +62,6 @@ class FrameOptions:
     def given(self) -> list[str]:
         return [name for name, value in (("--stride", self.stride), ("--max-fps", self.max_fps),
                                          ("--latest", self.latest or None)) if value is not None]
-
-
-@dataclass
-class Outcome:
-    """What one item's attempt gave: a result, an EdgecnnError's message, or an unexpected exception's."""
-
-    result: object = None
-    error: str | None = None
-    crash: str | None = None
-    traceback: str | None = None
-
-
-def attempt(process: Callable, payload) -> Outcome:
-    """Run ``process(payload)``; never raise (one input's failure must not cost the others their results)."""
-    try:
-        if isinstance(payload, EdgecnnError):
-            raise payload
-        return Outcome(result=process(payload))
-    except EdgecnnError as exc:
-        return Outcome(error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - one input's bug must not cost every other input its result
-        return Outcome(crash=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc().rstrip())
 
 
 def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: str | None = None,
@@ -128,7 +107,8 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
         outcomes = map_ordered(_worker_process, setup, items, workers=workers)
     else:
         process = _processor(task, top_k=top_k, threshold=threshold, save=save, many=many)
-        outcomes = ((item, attempt(process, item[1])) for item in _until(stop, items))
+        outcomes = ((item, outcome) for group in batched(_until(stop, items), process.batch)
+                    for item, outcome in zip(group, process.outcomes([payload for _, payload in group])))
     summary = InferSummary()
     previous = _stop_signals(stop) if videos else {}
     try:
@@ -403,14 +383,36 @@ class FrameResult:
 def _processor(task: Task, top_k: int, threshold: float | None, save: str | None, many: bool):
     """payload -> result: the task's call for an image path, a text or a frame, then --save's drawing."""
     infer = runner_for(task, top_k=top_k, threshold=threshold)
-    return _Processor(infer, _Saver(task, save, many) if save else None)
+    saver = _Saver(task, save, many) if save else None
+    # Only classifiers batch (batching.batch_size), and --save has nothing to draw on their image inputs.
+    batch = batch_size(task) if saver is None else 1
+    run_paths = (lambda paths, one: classify_paths(task, paths, top_k, one)) if batch > 1 else None
+    return _Processor(infer, saver, batch, run_paths)
 
 
 class _Processor:
-    """Calls the task on one payload (a frame's pixels for a frame) and saves the drawing --save asks for."""
+    """Calls the task on one payload (a frame's pixels for a frame) and saves the drawing --save asks for;
+    :meth:`outcomes` runs a list of payloads, image paths ``batch`` per model call (:mod:`.batching`)."""
 
-    def __init__(self, infer: Callable, saver: _Saver | None):
-        self.infer, self.saver = infer, saver
+    def __init__(self, infer: Callable, saver: _Saver | None, batch: int = 1,
+                 run_paths: Callable[[list, Callable], list[Outcome]] | None = None):
+        self.infer, self.saver, self.batch, self.run_paths = infer, saver, batch, run_paths
+
+    def attempt(self, payload) -> Outcome:
+        return attempt(self, payload)
+
+    def outcomes(self, payloads: list) -> list[Outcome]:
+        """Each payload's outcome, in order: the image paths among them through one model call per ``batch``
+        when this task batches, anything else (a frame, an input that already is an error) one at a time."""
+        paths = [i for i, payload in enumerate(payloads) if isinstance(payload, str)]
+        if self.run_paths is None or len(paths) < 2:
+            return [attempt(self, payload) for payload in payloads]
+        outcomes = [None if isinstance(payload, str) else attempt(self, payload) for payload in payloads]
+        for start in range(0, len(paths), self.batch):
+            chunk = paths[start:start + self.batch]
+            for i, outcome in zip(chunk, self.run_paths([payloads[i] for i in chunk], self.attempt)):
+                outcomes[i] = outcome
+        return outcomes
 
     def __call__(self, payload):
         from .sources import Frame
@@ -497,13 +499,13 @@ _WORKER: dict = {}
 
 
 def _worker_process(model_dir: str, fmt, threads: int, label_threshold, top_k: int, threshold, save, many: bool):
-    """In a worker process (:mod:`.parallel`), once: the model opened as the parent opened it; returns the
-    per-item attempt."""
+    """In a worker process (:mod:`.parallel`), once: the model opened as the parent opened it; returns what
+    runs a chunk of payloads (their outcomes, in order, image paths batched as in one process)."""
     task = load(model_dir, format=fmt, threads=threads)
     if label_threshold is not None and task.task != "object-detection":
         task.threshold = label_threshold  # a multi-label --threshold, as _check_options set it in the parent
     process = _processor(task, top_k=top_k, threshold=threshold, save=save, many=many)
-    return lambda payload: attempt(process, payload)
+    return process.outcomes
 
 
 def input_label(text: str, name: str | None = None) -> str:

@@ -2,8 +2,9 @@
 
 Why processes: decoding a PNG in Pillow and the model call release the GIL only in part, and the per-item Python
 around them (checks, preprocessing, ranking) not at all, so threads of one process do not scale on small images;
-processes do. Each worker builds its per-item function once, in the pool's initializer (``setup(*setup_args)``:
-the model opened once per process, its session reused for every item), so an item costs only its own work.
+processes do. Each worker builds its chunk function once, in the pool's initializer (``setup(*setup_args)``: the
+model opened once per process, its session reused for every chunk), so a chunk costs only its own work, and a
+chunk of images is one model call (:mod:`edgecnn.runtime.batching`), as in one process.
 
 Items travel in chunks (one pickled message per chunk, not per item: at ~0.3 ms an image, a message per item
 would cost the parent as much as the work), and at most a few chunks per worker are in flight, so a long input
@@ -26,7 +27,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 CHUNK = 32  # items per message
 IN_FLIGHT_PER_WORKER = 8  # chunks queued per worker: a worker the OS pauses holds up the output only this much
 
-_process_item: Callable | None = None
+_process_chunk: Callable | None = None
 
 
 def physical_cores() -> int:
@@ -39,13 +40,13 @@ def physical_cores() -> int:
 
 
 def _initialize(setup: Callable, setup_args: tuple) -> None:
-    global _process_item
+    global _process_chunk
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _process_item = setup(*setup_args)
+    _process_chunk = setup(*setup_args)
 
 
 def _run_chunk(payloads: list) -> list:
-    return [_process_item(payload) for payload in payloads]
+    return _process_chunk(payloads)
 
 
 def _context():
@@ -56,12 +57,12 @@ def _context():
 
 def map_ordered(setup: Callable, setup_args: tuple, items: Iterable[tuple], *, workers: int,
                 chunk: int = CHUNK) -> Iterator[tuple[tuple, object]]:
-    """``((name, payload), process(payload))`` for every item, in input order, ``process`` being what
-    ``setup(*setup_args)`` returned in the worker that ran it.
+    """``((name, payload), result)`` for every item, in input order: ``setup(*setup_args)``, in the worker that
+    ran the item's chunk, returned a function from a list of payloads to their results, in order.
 
-    ``setup`` and ``process`` must not raise for an item (wrap the call, as :func:`edgecnn.runtime.infer.attempt`
-    does); an exception in ``setup`` (the model cannot be opened in a worker) ends the run. ``setup`` must be a
-    module-level function, so a spawned worker can import it.
+    That function must not raise for an item (wrap each, as :func:`edgecnn.runtime.batching.attempt` does); an
+    exception in ``setup`` (the model cannot be opened in a worker) ends the run. ``setup`` must be a module-level
+    function, so a spawned worker can import it.
     """
     items = iter(items)
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_initialize,
