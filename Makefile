@@ -39,11 +39,12 @@ export: export-digits export-text export-detector
 # The digits model reads digits drawn or printed dark on light at any size: the runtime inverts a light-ground image
 # and crops, scales and centres its ink as training framed the 8x8 digits (polarity=auto, fit=ink, in the manifest);
 # strokes=true adds a thinner and two bolder copies of each training digit. edgecnn eval scores it on drawn-digits
-# too (0.900 in every format; the score varies by several points between retrainings: check it).
+# too (0.900 in every format; the score varies by several points between retrainings: check it). Exported for
+# MediaPipe (RGB input, the gray made in the graph; float I/O for int8; metadata) and for OpenCV DNN.
 export-digits: install
 	$(BIN)/edgecnn train --dataset digits --model seed-cnn --epochs $(EPOCHS) --patience 10 --seed 0 \
 		-d polarity=auto -d fit=ink -d strokes=true --out runs/digits-cnn
-	$(BIN)/edgecnn export runs/digits-cnn/model.keras --out exported/digits-cnn
+	$(BIN)/edgecnn export runs/digits-cnn/model.keras --out exported/digits-cnn --target mediapipe --target opencv
 
 # Kim's multi-width text CNN on BBC News beside a wide path that is logistic regression on binary TF-IDF computed in
 # the graph (wide=tfidf, scaled x16 so it keeps pace with the CNN): 24 epochs at lr 3e-3, weights averaged from epoch

@@ -287,7 +287,7 @@ def _task_step(task) -> Callable:
 
 
 def _open_keras(folder: str, threads: int | None):
-    from .keras_io import import_tensorflow, load_keras_model, ordered_outputs
+    from .keras_io import import_tensorflow, keras_inputs, load_keras_model, ordered_outputs
     from .runtime.detection import DecodeSpec, decode_batch
     from .runtime.tasks import as_probabilities
 
@@ -309,11 +309,11 @@ def _open_keras(folder: str, threads: int | None):
         boxes, scores = names.index("boxes"), names.index("scores")
 
         def step(x):
-            raw = ordered(model.predict(x, verbose=0))
+            raw = ordered(model.predict(keras_inputs(model, manifest, x), verbose=0))
             return decode_batch(raw[boxes], raw[scores], spec)
     else:
         def step(x):
-            return as_probabilities(ordered(model.predict(x, verbose=0))[0], manifest)
+            return as_probabilities(ordered(model.predict(keras_inputs(model, manifest, x), verbose=0))[0], manifest)
 
     return step, load_ms
 

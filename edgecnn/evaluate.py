@@ -31,14 +31,12 @@ COMPARERS: dict[str, Callable] = {}
 
 def _image_inputs(manifest, images) -> np.ndarray:
     """Model inputs of pixels at the model's size (an N x H x W x C array), or of a list of images of any size,
-    which go through the runtime's own :func:`~edgecnn.runtime.image.load_pixels` as ``classify`` would."""
+    framed by the trainer's own :func:`~edgecnn.train.datasets.model_pixels` (the runtime's ``load_pixels``, as
+    ``classify`` would; a gray dataset repeated for an RGB input): what was trained on is what is measured."""
+    from .train.datasets import model_pixels
+
     prep = manifest["preprocessing"]
-    if isinstance(images, list):
-        images = np.stack([image_io.load_pixels(image, prep)[0] for image in images])
-    images = np.asarray(images)
-    if images.shape[-1] == 1 and prep.get("channels") == 3:  # a gray dataset, an RGB input (--target mediapipe)
-        images = np.repeat(images, 3, axis=-1)
-    return image_io.pixels_to_input(images, prep)
+    return image_io.pixels_to_input(model_pixels(images, prep), prep)
 
 
 #: Two scores of the reference closer than this are a tie (the export's fp32 ``max_diff`` default): a file that
@@ -186,10 +184,7 @@ def keras_reference(manifest: manifest_io.Manifest, inputs: np.ndarray) -> list[
 
     sequence_length = (manifest.get("text") or {}).get("sequence_length")
     model, _ = token_id_model(load_keras_model(source), sequence_length)  # a TextVectorization is cut, as at export
-    gray = (manifest.get("preprocessing") or {}).get("gray_in_graph")
-    if gray and inputs.shape[-1] == 3:  # the export makes its gray in the graph (--target mediapipe); Keras' input is gray
-        inputs = (inputs @ np.asarray(gray, dtype=inputs.dtype))[..., None]
-    return keras_outputs(model, manifest, inputs)
+    return keras_outputs(model, manifest, inputs)  # an RGB export of a gray model: Keras gets the graph's gray
 
 
 def evaluate(model_dir: str | os.PathLike, formats: list[str] | None = None, threads: int | None = None,

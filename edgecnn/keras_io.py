@@ -134,11 +134,22 @@ def keras_outputs(model, manifest: dict, inputs: np.ndarray, batch_size: int = 2
     """The Keras model's outputs for ``inputs`` in the manifest's output order (the reference for parity)."""
     from .runtime.tasks import as_probabilities
 
-    raw = model.predict(inputs, batch_size=batch_size, verbose=0)
+    raw = model.predict(keras_inputs(model, manifest, inputs), batch_size=batch_size, verbose=0)
     outputs = [np.asarray(r, dtype=np.float32) for r in ordered_outputs(raw, [o["name"] for o in manifest["outputs"]])]
     if manifest["task"] != "object-detection":  # classifiers are compared as probabilities, as the runtime gives
         outputs[0] = as_probabilities(outputs[0], manifest)
     return outputs
+
+
+def keras_inputs(model, manifest: dict, inputs: np.ndarray) -> np.ndarray:
+    """An export's model inputs as its source Keras model takes them: a gray model exported with an RGB input
+    (``preprocessing.gray_in_graph``, ``--target mediapipe``) gets the gray the export's graph makes of them.
+    Everything else is returned as it is."""
+    gray = (manifest.get("preprocessing") or {}).get("gray_in_graph")
+    takes = getattr(model, "inputs", None)  # a subclassed model may not know its inputs: it was gray, then
+    if gray and inputs.shape[-1] == 3 and (not takes or takes[0].shape[-1] == 1):
+        return (inputs @ np.asarray(gray, dtype=inputs.dtype))[..., None]
+    return inputs
 
 
 def ordered_outputs(raw, names: list[str]) -> list:

@@ -112,3 +112,25 @@ def test_wide_text_ensemble_averages_its_members_probabilities():
     parts = keras.Model(ensemble.inputs, members).predict(tokens, verbose=0)
     np.testing.assert_allclose(ensemble.predict(tokens, verbose=0), np.mean(parts, axis=0), atol=1e-6)
     assert not np.allclose(parts[0], parts[1])  # independent towers, not one tower three times
+
+
+def test_training_export_and_eval_frame_images_through_one_function():
+    """``edgecnn eval`` and export validation build their inputs with the trainer's ``model_pixels``: a list of
+    images of their own sizes goes through the runtime's ``load_pixels`` each, an array stays as it is, and gray
+    pixels for an RGB input (a ``--target mediapipe`` export of a gray model) get the same gray in all three."""
+    from edgecnn.evaluate import INPUT_BUILDERS
+    from edgecnn.runtime import image as image_io
+    from edgecnn.train.datasets import load_dataset, model_pixels
+
+    drawn = load_dataset("drawn-digits", seed=3, train_per_class=1, val_per_class=1, test_per_class=1)
+    prep = drawn.preprocessing
+    framed = np.stack([image_io.load_pixels(image, prep)[0] for image in drawn.x_test])
+    np.testing.assert_array_equal(model_pixels(drawn.x_test, prep), framed)
+    np.testing.assert_array_equal(INPUT_BUILDERS["image-classification"]({"preprocessing": prep}, drawn.x_test),
+                                  framed.astype(np.float32) * np.float32(prep["scale"]) + np.float32(prep["offset"]))
+    gray = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    assert model_pixels(gray, {"channels": 1}) is gray
+    rgb_prep = {**load_dataset("digits").preprocessing, "color_mode": "RGB", "channels": 3}
+    np.testing.assert_array_equal(model_pixels(gray, rgb_prep), np.concatenate([gray] * 3, axis=-1))
+    inputs = INPUT_BUILDERS["image-classification"]({"preprocessing": rgb_prep}, gray)
+    assert inputs.shape == (4, 8, 8, 3) and np.array_equal(inputs[..., 0], inputs[..., 2])

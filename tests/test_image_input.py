@@ -52,7 +52,7 @@ def test_every_pillow_mode_classifies_like_the_grayscale_original(classifier, sa
 
 def test_large_colour_image_is_resized_to_the_model_input(classifier, sample):
     big = sample.convert("RGB").resize((300, 300), Image.Resampling.BICUBIC)
-    assert classifier.preprocess(big).shape == (1, 28, 28, 1)
+    assert classifier.preprocess(big).shape == (1, 28, 28, classifier.manifest["preprocessing"]["channels"])
     assert classifier.classify(big).label == "7"
 
 
@@ -213,7 +213,7 @@ def test_lazily_opened_pil_image_with_a_bomb_is_an_input_error():
     np.zeros((5, 40, 3), np.int32), np.zeros((1, 1), np.float16),
 ], ids=lambda a: f"{'x'.join(map(str, a.shape))}-{a.dtype}")
 def test_every_ordinary_array_shape_and_dtype_is_accepted(classifier, array):
-    assert classifier.preprocess(array).shape == (1, 28, 28, 1)
+    assert classifier.preprocess(array).shape == (1, 28, 28, classifier.manifest["preprocessing"]["channels"])
 
 
 def test_single_channel_array_classifies_like_the_plain_one(classifier, sample):

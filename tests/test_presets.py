@@ -74,7 +74,7 @@ def _manifest(digits_export, **prep):
 
 
 def test_manifest_accepts_per_channel_values_and_bgr(digits_export):
-    manifest_io.validate(_manifest(digits_export, scale=1.0, offset=[-100.0], channels_order="bgr",
+    manifest_io.validate(_manifest(digits_export, scale=1.0, offset=[-100.0, -110.0, -120.0], channels_order="bgr",
                                    preset="caffe", preset_reason="given with --preprocess"))
 
 

@@ -257,3 +257,34 @@ def test_readme_your_own_images_runs_as_written_offline(tmp_path):
     printed = outputs[1].stderr.splitlines()
     assert printed[printed.index(summary[0]):printed.index(summary[0]) + len(summary)] == summary
     assert len(outputs[3].stdout.splitlines()) == 2, outputs[3].stdout  # one answer per image
+
+
+@pytest.mark.slow
+def test_drawn_digits_trains_exports_evaluates_and_infers_from_the_cli(tmp_path):
+    """The user path on a dataset whose splits are lists of images of their own sizes: export validates,
+    calibrates and picks samples from that list, eval rebuilds it from the manifest, and the shipped samples (the
+    drawn images as they were, not framed) are read back by infer as export scored them. A barely trained model:
+    ``--min-agreement 0`` because the path is checked here, not int8's accuracy."""
+    from .conftest import error_lines, run_cli
+
+    run, out = tmp_path / "R", tmp_path / "E"
+    steps = [("train", "--dataset", "drawn-digits", "-d", "train_per_class=10", "-d", "test_per_class=3",
+              "--epochs", "2", "--out", str(run)),
+             ("export", str(run / "model.keras"), "--out", str(out), "--formats", "onnx,tflite-int8",
+              "--min-agreement", "0"),
+             ("eval", str(out))]
+    results = [run_cli(*step, timeout=900) for step in steps]
+    for step, result in zip(steps, results):
+        assert result.returncode == 0 and not error_lines(result), (step[0], result.stderr[-2000:])
+    manifest = json.loads((out / "edgecnn.json").read_text())
+    assert manifest["dataset"]["options"] == {"train_per_class": 10, "test_per_class": 3}
+    assert "drawn-digits test split (n=30)" in results[2].stdout, results[2].stdout
+    onnx_row = next(line.split() for line in results[2].stdout.splitlines() if line.startswith("onnx "))
+    assert float(onnx_row[2]) == 1.0  # fp32 ONNX agrees with Keras on the rebuilt list of images
+    samples = sorted((out / "samples").iterdir())
+    assert samples and manifest["samples"]["count"] == len(samples)
+    infer = run_cli("infer", "--model", str(out), "--format", "onnx", "--json", *map(str, samples))
+    assert infer.returncode == 0, infer.stderr[-2000:]
+    answers = {a["input"]: a["predictions"][0]["label"] for a in map(json.loads, infer.stdout.splitlines())}
+    # Samples are test images the source model got right: fp32 ONNX must give each its own digit back.
+    assert answers == {str(p): p.name.split("-")[0] for p in samples}

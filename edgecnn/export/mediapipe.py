@@ -4,8 +4,11 @@ What MediaPipe 1.2 asks of an image classifier, measured on edgecnn's files, and
 
 - an input of ``1 x height x width x 3`` (or 4): a grayscale model gets a 3-channel input, and the graph turns the
   RGB pixels into the gray the model was trained on with the weights Pillow's ``convert("L")`` uses (ITU-R 601-2,
-  summing to 1, so it commutes with the ``x * scale + offset`` normalization). The whole export takes RGB then
-  (every file and the manifest say so), and validation proves the files still match Keras;
+  summing to 1, so it commutes with the ``x * scale + offset`` normalization), as slices, products and adds. The whole
+  export takes RGB then (every file and the manifest say so: ``gray_in_graph``), and validation proves the files
+  still match Keras. edgecnn's own runtime makes the gray first and frames that (``polarity``/``fit``), then gives
+  it on all three channels, so the model sees exactly what the gray export would
+  (:func:`edgecnn.runtime.image.load_pixels`);
 - uint8 or float32 input and output tensors: the int8 file keeps int8 weights and arithmetic but float I/O
   (``--int8-io uint8`` gives uint8 I/O instead);
 - TFLite Model Metadata with the input normalization and the labels: every ``.tflite`` edgecnn writes has it
@@ -96,11 +99,20 @@ def serving(ctx, serve):
     spec = serve.input_signature[0]
     shape = list(spec.shape)
     shape[-1] = 3
-    weights = tf.constant(GRAY_WEIGHTS, dtype=spec.dtype)
+    # each channel times its scalar weight, summed: not a weighted reduce_sum, whose opset-13 ReduceSum OpenCV 4.6
+    # (Debian's C++ library) cannot parse, nor a 1x1 convolution, whose 3 weights edgecnn explain would count as
+    # the model's parameters; slices, scalar products and adds run everywhere
+    weights = [float(w) for w in GRAY_WEIGHTS]
+
+    # the wrapped function's Python body, not a call of it: a call nests the model's ops under a
+    # StatefulPartitionedCall scope, and edgecnn explain and quantize-report read layer names from the op names
+    body = getattr(serve, "python_function", serve)
 
     @tf.function(input_signature=[tf.TensorSpec(shape, spec.dtype, name=spec.name)])
     def serve_rgb(image):
-        return serve(tf.reduce_sum(image * weights, axis=-1, keepdims=True))
+        with tf.name_scope("rgb_to_gray"):
+            gray = image[..., 0:1] * weights[0] + image[..., 1:2] * weights[1] + image[..., 2:3] * weights[2]
+        return body(gray)
 
     ctx.sections["input"]["shape"] = shape
     pre.update({"color_mode": "RGB", "channels": 3, "gray_in_graph": list(GRAY_WEIGHTS)})
@@ -111,11 +123,9 @@ def serving(ctx, serve):
 
 def model_inputs(ctx, x):
     """edgecnn's gray model inputs as the 3-channel input the served graph takes (the same gray in each)."""
-    if not getattr(ctx, "gray_to_rgb", False) or x.shape[-1] != 1:  # evaluate's builder may have repeated it
-        return x
-    import numpy as np
+    from ..train.datasets import rgb_of_gray  # evaluate's builder may have repeated it already: then as it is
 
-    return np.repeat(x, 3, axis=-1)
+    return rgb_of_gray(x) if getattr(ctx, "gray_to_rgb", False) else x
 
 
 def verify(ctx, manifest) -> dict:

@@ -267,9 +267,16 @@ def load_pixels(source: ImageSource, prep: dict) -> tuple[np.ndarray, tuple[int,
 
     ``polarity`` and ``fit`` (digit models, see :func:`match_polarity` and :func:`fit_ink`) apply when the manifest
     names them; without them this is a plain resize, as for every export made before they existed.
+
+    A gray model exported with an RGB input (``gray_in_graph``: ``--target mediapipe``) makes its gray in the graph
+    for apps that feed RGB. Here the gray is made first, as training made it, then framed and resized, and given on
+    every channel (the graph's weights sum to 1, so the model sees that gray): framing a colour image channel by
+    channel stretches and clips each channel apart, and the gray of that was up to 134 levels off.
     """
+    gray_in_graph = bool(prep.get("gray_in_graph"))
+    mode = "L" if gray_in_graph else prep["color_mode"]
     with quiet_pillow():
-        image = to_mode(open_image(source), prep["color_mode"], prep.get("background", 0), describe_source(source))
+        image = to_mode(open_image(source), mode, prep.get("background", 0), describe_source(source))
         original = image.size
         image = match_polarity(image, prep.get("polarity", "none"))
         if prep.get("fit", "none") == "ink":
@@ -279,6 +286,8 @@ def load_pixels(source: ImageSource, prep: dict) -> tuple[np.ndarray, tuple[int,
                                 if image.size != (prep["width"], prep["height"]) else image)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
+    if gray_in_graph:
+        pixels = np.repeat(pixels, int(prep.get("channels") or 3), axis=-1)
     return pixels, original
 
 

@@ -204,10 +204,18 @@ def _take(x, index: np.ndarray):
 def model_pixels(images, prep: dict) -> np.ndarray:
     """Pixels at the model's size (N x H x W x C uint8): an array of them as it is, a list of images of any size
     each through the runtime's own :func:`~edgecnn.runtime.image.load_pixels`, as ``classify`` would see it - so a
-    dataset of images of their own sizes (drawn-digits) trains on what the exported model is later given."""
+    dataset of images of their own sizes (drawn-digits) trains on what the exported model is later given. Gray
+    pixels for an RGB input (``channels`` 3: a ``--target mediapipe`` export, whose graph makes its own gray) are
+    repeated into its three channels. Training, export validation and ``edgecnn eval`` all frame through here."""
     if isinstance(images, list):
-        return np.stack([image_io.load_pixels(image, prep)[0] for image in images])
-    return images
+        images = np.stack([image_io.load_pixels(image, prep)[0] for image in images])
+    images = np.asarray(images)
+    return rgb_of_gray(images) if prep.get("channels") == 3 else images
+
+
+def rgb_of_gray(x: np.ndarray) -> np.ndarray:
+    """Gray images (or model inputs) of one channel as three equal channels; anything else as it is."""
+    return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
 def stratified_split(labels: np.ndarray, seed: int, test: float = TEST_FRACTION, val: float = VAL_FRACTION,
