@@ -247,9 +247,9 @@ def section_workers(data: dict | None) -> str:
          "of `--workers 2`, and `--workers 1`); the first bare loop gets onnxruntime's default pool, one thread per "
          "physical core, whose threads spin between calls: CPU they burn, more when the cores are shared (a load "
          "average above the CPU count means other processes take part of both cores, and wall times per round "
-         "move with it). What `--workers 1` does beyond the bare loop, per image, measured in this process with "
-         "one runtime thread each (CPU ms per image); the difference is the decode's checks (stat, warnings kept "
-         "off stderr, pixel limit, EXIF, colour mode), the top-3 ranking and the output line:"), "",
+         "move with it). Where the time goes, per image, measured in this process with one runtime thread each "
+         "(CPU ms per image): the bare loop, edgecnn's run (images 32 per model call), then its steps; its decode "
+         "adds checks the bare loop skips (stat, warnings kept off stderr, pixel limit, EXIF, colour mode):"), "",
         md_table(["step", "CPU ms / image"], [[name, fmt(ms, 3)] for name, ms in data.get("per_image_cpu_ms",
                                                                                         {}).items()])])
 
