@@ -62,17 +62,20 @@ bench: install
 		--epochs $(EPOCHS) --patience 10 --seed 0 --out runs/digits-cnn
 	$(BIN)/python benchmarks/run.py --out BENCHMARKS.md
 
-# The detector: a 45-epoch cosine schedule, then a 20-epoch warm restart at a quarter of the rate from its weights
-# (SGDR-style) on training scenes with as many small digits as large ones: test mAP@0.5 0.921 after the first,
-# 0.942 after the second (0.937 with the restart on uniform heights; both end with precise batch norm).
+# The detector: a 45-epoch cosine schedule, then two warm restarts from its weights (SGDR-style: 20 epochs at a quarter
+# of the rate, 15 at an eighth) on training scenes with as many small digits as large ones; each trainer run ends with
+# precise batch norm. Re-run 2026-12-01 (class-wise test mAP@0.5 as the trainer reports it): 0.926, 0.939, 0.937;
+# validation 0.922, 0.93914, 0.93925. Exported with class-agnostic NMS, --per-tensor (3.56x smaller int8 tflite).
 DETECTOR_RECIPE = --dataset digit-scenes --model detector --batch-size 16 --seed 0 -d train=4000 -d val=200 \
 	-d test=300 -d fresh=true -d distort=true -o stride=4 -o layout=mobilenet-s -o alpha=1.25 -o objectness=iou
 
 export-detector: install
 	$(BIN)/edgecnn train $(DETECTOR_RECIPE) --epochs 45 --lr 2e-3 --patience 45 --out runs/digit-detector-base
 	$(BIN)/edgecnn train $(DETECTOR_RECIPE) -d heights=log-uniform --epochs 20 --lr 5e-4 --patience 20 \
-		--weights runs/digit-detector-base/model.keras --out runs/digit-detector
-	$(BIN)/edgecnn export runs/digit-detector/model.keras --out exported/digit-detector --target opencv
+		--weights runs/digit-detector-base/model.keras --out runs/digit-detector-r1
+	$(BIN)/edgecnn train $(DETECTOR_RECIPE) -d heights=log-uniform --epochs 15 --lr 2.5e-4 --patience 15 \
+		--weights runs/digit-detector-r1/model.keras --out runs/digit-detector
+	$(BIN)/edgecnn export runs/digit-detector/model.keras --out exported/digit-detector --target opencv --per-tensor
 
 ## lint: ruff over the package and the tests
 lint: install

@@ -50,9 +50,6 @@ def _window(items: list, start: int) -> list:
 def test_shared_task_object_gives_serial_results_under_threads(name, fmt):
     make_target, one, many, pattern = TASKS[name]
     export = reference_export(name, make_target)
-    if fmt in ("tflite-fp16", "tflite-dynamic") and fmt not in edgecnn.manifest.read(export).formats:
-        pytest.skip(f"exported/{name} predates {fmt} (its .keras is not in the repository to re-export it); "
-                    "tests/test_tflite_formats.py runs the format under threads on a fresh export")
     task = edgecnn.load(export, format=fmt)
     items = _inputs(export, pattern)
     assert len(items) >= 8, f"{export}/samples holds too few inputs for this test"
