@@ -38,18 +38,33 @@ def _progress(message: str) -> None:
     click.echo(f"  {message}", err=True)
 
 
-def _model_dir(model_dir: str | None, how: str = "pass --model EXPORT_FOLDER") -> str:
-    """``model_dir``, or the digits export in ./exported when none is given; else say what to pass.
+def _model_dir(model_dir: str | None, how: str = "pass --model EXPORT_FOLDER", inputs: tuple[str, ...] = ()) -> str:
+    """``model_dir``; else the export folder the input files lie in; else the digits export in ./exported; else say
+    what to pass.
 
     Why not always ``exported/digits-cnn``: that path only exists in the repository's root, and elsewhere it used to
-    fail as a missing folder the user never named.
+    fail as a missing folder the user never named; and a detector's sample scene given without ``--model`` was
+    classified by the digits model, a silent wrong answer.
     """
     if model_dir is not None:
         return model_dir
+    from .errors import InputError
+    from .manifest import export_folder_of
+
+    holders = {export_folder_of(p) for p in inputs if os.path.exists(p)} - {None}
+    if len(holders) > 1:
+        names = ", ".join(sorted(os.path.relpath(h) for h in holders))
+        raise InputError(f"no model given, and the inputs lie in {len(holders)} export folders ({names}): "
+                         "pass --model EXPORT_FOLDER")
+    if holders:
+        holder = os.path.relpath(holders.pop())
+        if os.path.isdir(DEFAULT_MODEL) and os.path.samefile(holder, DEFAULT_MODEL):
+            return DEFAULT_MODEL  # the default anyway: nothing to say
+        click.echo(f"using {holder} (the export folder these inputs lie in; pass --model to choose another)",
+                   err=True)
+        return holder
     if os.path.isfile(os.path.join(DEFAULT_MODEL, "edgecnn.json")):
         return DEFAULT_MODEL
-    from .errors import InputError
-
     raise InputError(f"no model given: {how} (an 'edgecnn export' output folder, such as the "
                      f"repository's {', '.join(REFERENCE_EXPORTS)}); without it, {DEFAULT_MODEL} is used when "
                      "run from the repository's root")
@@ -273,7 +288,7 @@ def infer(ctx, inputs, model_dir, fmt, top_k, threads, as_json, texts, text_file
     from .runtime.infer import FrameOptions, run_inference
 
     given_top_k = None if ctx.get_parameter_source("top_k") is ParameterSource.DEFAULT else top_k
-    summary = run_inference(_model_dir(model_dir), [*inputs, *map(str, cameras)], fmt=fmt, top_k=given_top_k,
+    summary = run_inference(_model_dir(model_dir, inputs=(*inputs, *text_files)), [*inputs, *map(str, cameras)], fmt=fmt, top_k=given_top_k,
                             threads=threads, as_json=as_json, texts=texts, text_files=text_files,
                             lines_file=lines_file, threshold=threshold, save=save, watch_dir=watch_dir, settle=settle,
                             frames=FrameOptions(stride=stride, max_fps=max_fps, latest=latest),

@@ -127,6 +127,19 @@ def resolve_inside(folder: Path, relative: str) -> Path:
     return candidate
 
 
+def export_folder_of(path: str | os.PathLike, levels: int = 3) -> Path | None:
+    """The export folder ``path`` lies in (itself or one of its ``levels`` nearest parents holds ``edgecnn.json``).
+
+    Why: ``edgecnn infer exported/X/samples/...`` without ``--model`` should run export X, not the default model.
+    """
+    folder = Path(path).absolute()
+    folder = folder if folder.is_dir() else folder.parent
+    for candidate in [folder, *folder.parents][: levels + 1]:
+        if (candidate / MANIFEST_NAME).is_file():
+            return candidate
+    return None
+
+
 def read(folder: str | os.PathLike) -> Manifest:
     """Read and validate ``folder/edgecnn.json``.
 

@@ -15,7 +15,7 @@ import pytest
 
 from edgecnn.errors import InputError
 
-from .conftest import ROOT, error_lines, run_cli
+from .conftest import EXPORTED, ROOT, error_lines, run_cli
 
 #: What TensorFlow, its converter and LiteRT print from C++ when nobody stops them.
 CHATTER = ("oneDNN", "absl", "cpu_feature_guard", "fully_quantize", "XNNPACK", "TensorFlow")
@@ -163,6 +163,28 @@ def test_without_model_in_the_repository_root_the_digits_export_is_used(digits_e
     result = run_cli("infer", str(sample), "--json", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["predictions"][0]["label"] == sample.name.split("-")[0]
+
+
+def test_without_model_an_export_folders_own_samples_go_to_that_export():
+    """A detector's sample scene given without --model was classified by the digits model ("9" at 0.76): a silent
+    wrong answer. Inputs inside an export folder go to that export, and stderr says so in one line."""
+    scene = EXPORTED / "digit-detector" / "samples" / "scene-01.png"
+    result = run_cli("infer", str(scene.relative_to(ROOT)), "--json", cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "detections" in json.loads(result.stdout)
+    assert "exported/digit-detector" in result.stderr and "--model" in result.stderr
+    text = min((EXPORTED / "bbc-news" / "samples").glob("*.txt"))
+    result = run_cli("infer", "--text-file", str(text.relative_to(ROOT)), "--json", cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["predictions"][0]["label"] == text.name.split("-")[0]
+
+
+def test_without_model_inputs_of_two_exports_are_refused():
+    scene = EXPORTED / "digit-detector" / "samples" / "scene-01.png"
+    digit = min((EXPORTED / "digits-cnn" / "samples").glob("*.png"))
+    result = run_cli("infer", str(scene.relative_to(ROOT)), str(digit.relative_to(ROOT)), cwd=ROOT)
+    assert_one_line_exit_2(result, "lie in 2 export folders", "exported/digit-detector", "exported/digits-cnn",
+                           "--model")
 
 
 # --- quiet and fast -----------------------------------------------------------------------------------------------
