@@ -114,7 +114,8 @@ def benchmark(model_dir: str | os.PathLike, formats: list[str] | None = None, ru
             except EdgecnnError as exc:
                 row["status"], row["error"] = "error", str(exc)
             report["results"][fmt] = row
-    flag_slow_int8(report)
+    flag_slow_int8(report, {fmt: (entry.get("quantization") or {}).get("method")
+                            for fmt, entry in manifest.get("files", {}).items() if isinstance(entry, dict)})
     return report
 
 
@@ -123,13 +124,16 @@ def benchmark(model_dir: str | os.PathLike, formats: list[str] | None = None, ru
 INT8_SIBLINGS = {"onnx-int8": "onnx", "tflite-int8": "tflite", "tflite-dynamic": "tflite"}
 
 
-def flag_slow_int8(report: dict) -> dict:
+def flag_slow_int8(report: dict, quantization: dict[str, str] | None = None) -> dict:
     """Mark each int8 row (:data:`INT8_SIBLINGS`) that measured slower (p50) than its fp32 sibling in the same run.
 
     int8 is there to be faster and smaller; where it is only smaller, the user should know which file to ship.
     onnxruntime on x86-64 runs int8 *activations* (S8S8) in float between Quantize/Dequantize nodes, so int8 ONNX
-    files made before edgecnn quantized activations to uint8 can be slower than fp32 (benchmarks/int8_speed.py).
+    files made before edgecnn quantized activations to uint8 can be slower than fp32 (benchmarks/int8_speed.py):
+    only those are told to re-export. ``quantization`` maps a format to its manifest's quantization method (a
+    tiny model's uint8-activation file can still lose to fp32: the Q/DQ steps cost more than its convolutions).
     """
+    quantization = quantization or {}
     results = report["results"]
     for fmt, row in results.items():
         base = INT8_SIBLINGS.get(fmt)
@@ -143,7 +147,8 @@ def flag_slow_int8(report: dict) -> dict:
         report.setdefault("notes", []).append(
             f"{fmt}: int8 slower than fp32 (p50 {slow:.2f} ms vs {fast:.2f} ms, {slow / fast:.2f}x); prefer {base} "
             "on this machine" + (", or re-export with this edgecnn (uint8 activations run as integer kernels)"
-                                 if fmt == "onnx-int8" else ""))
+                                 if fmt == "onnx-int8" and "uint8 activations" not in (quantization.get(fmt) or "")
+                                 else ""))
     return report
 
 
