@@ -1,4 +1,4 @@
-"""Detection post-processing alone: box decoding + class-wise NMS (``runtime/detection.py``) per image.
+"""Detection post-processing alone: box decoding + the manifest's NMS (``runtime/detection.py``) per image.
 
 The detector's graph stops at the raw head, so every format pays this numpy step after inference; this measures it
 on the raw outputs of the export's own sample scenes (fp32 ONNX, else the first format that runs), next to the
@@ -63,7 +63,8 @@ def main() -> None:
     summary = {key: statistics.median(r[key] for r in rows)
                for key in ("decode_nms_us", "stress_decode_nms_us", "inference_us")}
     print(json.dumps({"model": str(args.model), "format": detector.format, "rounds": args.rounds,
-                      "threshold": detector.threshold, "stress_threshold": args.stress_threshold, "images": rows,
+                      "threshold": detector.threshold, "stress_threshold": args.stress_threshold,
+                      "nms": "class-agnostic" if detector.spec.class_agnostic else "class-wise", "images": rows,
                       "median": summary}))
 
 

@@ -17,6 +17,14 @@ we report medians of wall and CPU time and ratios as medians of per-round ratios
 and after (the machine may be shared: a busy core is what holds ``--workers 2`` below 2x), and the ratios of the
 fastest rounds (load only ever adds time, so each contender's fastest round is its least disturbed one).
 
+The ceiling of any split over processes: two ``edgecnn infer`` processes (``--workers 1``) started together, each
+on one half of the folder (hard links), with nothing shared between them.
+
+Each ``edgecnn infer`` contender also runs on the folder's first 32 images, in the same rounds: its start-up
+(interpreter, imports, model, listing, workers). The whole-process ratio counts that fixed cost once in both
+arms; the steady-state ratio, ``(images - 32) / (wall - wall of 32)`` for each, is what the second core adds per
+image once running (the marginal throughput).
+
 Usage: python benchmarks/workers.py [--images 10000] [--rounds 3] [--model DIR]. Prints one JSON object.
 """
 
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -155,6 +164,9 @@ def per_image_cpu_ms(model: Path, folder: Path, count: int) -> dict:
     return found
 
 
+SMALL = 32  # images of the start-up run
+
+
 def run_measured(argv: list[str], expect_lines: int) -> dict:
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
@@ -184,33 +196,54 @@ def main() -> None:
         folder = Path(tmp) / "images"
         folder.mkdir()
         make_images(folder, args.images, model)
+        small, halves = Path(tmp) / "small", [Path(tmp) / "half-1", Path(tmp) / "half-2"]
+        for new in (small, *halves):
+            new.mkdir()
+        files = sorted(folder.iterdir())
+        for path in files[:SMALL]:
+            os.link(path, small / path.name)
+        for i, path in enumerate(files):
+            os.link(path, halves[i * 2 // len(files)] / path.name)
+        one_each = " & ".join(f"{shlex.join([*edgecnn, 'infer', str(half), '--model', str(model)])}"
+                              for half in halves)
         commands = {
             "edgecnn infer --workers 1": [*edgecnn, "infer", str(folder), "--model", str(model), "--workers", "1"],
             "edgecnn infer --workers 2": [*edgecnn, "infer", str(folder), "--model", str(model), "--workers", "2"],
+            "edgecnn infer --workers 1, 32 images": [*edgecnn, "infer", str(small), "--model", str(model),
+                                                     "--workers", "1"],
+            "edgecnn infer --workers 2, 32 images": [*edgecnn, "infer", str(small), "--model", str(model),
+                                                     "--workers", "2"],
+            "two --workers 1 processes, one per half": ["sh", "-c", f"{one_each} & wait"],
             "bare onnxruntime loop": [sys.executable, "-c", BARE_LOOP, str(model), str(folder)],
             "bare onnxruntime loop, 1 thread": [sys.executable, "-c", BARE_LOOP, str(model), str(folder), "1"],
         }
         names = list(commands)
+        expected = {name: SMALL if name.endswith(", 32 images") else args.images for name in names}
         for name in names:  # untimed: page cache and bytecode caches warm for everyone
-            run_measured(commands[name], args.images)
+            run_measured(commands[name], expected[name])
         load_before = os.getloadavg()
         rounds = []
         for round_ in range(args.rounds):
             order = names[round_ % len(names):] + names[:round_ % len(names)]
-            rounds.append({name: run_measured(commands[name], args.images) for name in order})
+            rounds.append({name: run_measured(commands[name], expected[name]) for name in order})
         load_after = os.getloadavg()
         breakdown = per_image_cpu_ms(model, folder, min(args.images, 3000))
     results = {}
     for name in names:
         wall = statistics.median(r[name]["wall_s"] for r in rounds)
         results[name] = {"wall_s": wall, "cpu_s": statistics.median(r[name]["cpu_s"] for r in rounds),
-                         "images_per_s": args.images / wall, "walls": [r[name]["wall_s"] for r in rounds]}
+                         "images_per_s": expected[name] / wall, "walls": [r[name]["wall_s"] for r in rounds]}
 
     def paired(top: str, bottom: str, key: str = "wall_s") -> float:
         return statistics.median(r[top][key] / r[bottom][key] for r in rounds)
 
     def fastest(top: str, bottom: str) -> float:
         return min(r[top]["wall_s"] for r in rounds) / min(r[bottom]["wall_s"] for r in rounds)
+
+    def steady(workers: int, round_: dict) -> float:
+        """Seconds per image once started: the 10,000-image run less the 32-image run, per extra image."""
+        full, start = round_[f"edgecnn infer --workers {workers}"], round_[f"edgecnn infer --workers {workers}, 32 images"]
+        return (full["wall_s"] - start["wall_s"]) / (args.images - SMALL)
 
     from edgecnn.runtime.parallel import physical_cores
 
@@ -224,7 +257,12 @@ def main() -> None:
                    "workers1_vs_bare_cpu": paired("edgecnn infer --workers 1", "bare onnxruntime loop", "cpu_s"),
                    "workers1_vs_bare_1thread": paired("edgecnn infer --workers 1", "bare onnxruntime loop, 1 thread"),
                    "workers1_vs_bare_1thread_cpu": paired("edgecnn infer --workers 1",
-                                                          "bare onnxruntime loop, 1 thread", "cpu_s")},
+                                                          "bare onnxruntime loop, 1 thread", "cpu_s"),
+                   "workers2_steady_speedup": statistics.median(steady(1, r) / steady(2, r) for r in rounds),
+                   "two_processes_speedup": paired("edgecnn infer --workers 1",
+                                                   "two --workers 1 processes, one per half")},
+        "startup_s": {w: statistics.median(r[f"edgecnn infer --workers {w}, 32 images"]["wall_s"] for r in rounds)
+                      for w in (1, 2)},
         "fastest_round_ratios": {
             "workers2_speedup": fastest("edgecnn infer --workers 1", "edgecnn infer --workers 2"),
             "workers1_vs_bare": fastest("edgecnn infer --workers 1", "bare onnxruntime loop"),
