@@ -190,3 +190,32 @@ def test_a_model_call_that_fails_for_a_batch_is_retried_one_image_at_a_time(digi
                             report=reported.append, inform=lambda _: None)
     assert (summary.processed, summary.failed, summary.crashed) == (80, 1, 0)
     assert lines == expected and len(reported) == 1 and "2-5-0-broken.png" in reported[0]
+
+
+def _pid_and_payload_chunks(delay: float):
+    """A worker's chunk function (module level, so a spawned worker could import it): each payload with the id of
+    the process that ran it."""
+    import os
+    import time
+
+    def run(payloads: list) -> list:
+        time.sleep(delay)
+        return [(os.getpid(), payload) for payload in payloads]
+
+    return run
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_the_parent_runs_chunks_too_and_the_order_stays_the_inputs(workers):
+    """--workers N is N processes at work: N - 1 workers and the parent, which runs a chunk whenever the next result
+    to write is not ready (on 2 cores a parent that only waited made a third process: 1.48x instead of 1.57x)."""
+    import os
+
+    from edgecnn.runtime.parallel import map_ordered
+
+    items = [(f"item-{i}", i) for i in range(400)]
+    out = list(map_ordered(_pid_and_payload_chunks, (0.002,), iter(items), workers=workers, chunk=4))
+    assert [item for item, _ in out] == items
+    assert [payload for _, (_, payload) in out] == list(range(400))
+    pids = {pid for _, (pid, _) in out}
+    assert os.getpid() in pids and len(pids) == workers, pids

@@ -98,15 +98,14 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
     items = _collect_items(task, inputs, texts, text_files, lines_file, frames, stop)
     # Several inputs (or a folder): --save then names a folder too.
     many = not isinstance(items, _ImageInputs) or items.many
-    process = None
+    process = _processor(task, top_k=top_k, threshold=threshold, save=save, many=many)
     if workers > 1:
         from .parallel import map_ordered
 
         setup = (str(task.manifest.folder), fmt, threads or 1, getattr(task, "threshold", None), top_k, threshold,
                  save, many)
-        outcomes = map_ordered(_worker_process, setup, items, workers=workers)
+        outcomes = map_ordered(_worker_process, setup, items, workers=workers, local=process.outcomes)
     else:
-        process = _processor(task, top_k=top_k, threshold=threshold, save=save, many=many)
         outcomes = ((item, outcome) for group in batched(_until(stop, items), process.batch)
                     for item, outcome in zip(group, process.outcomes([payload for _, payload in group])))
     summary = InferSummary()
@@ -126,8 +125,7 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
         if isinstance(items, _ImageInputs):
             for line in items.close():
                 inform(line)
-        if process is not None:
-            process.close()
+        process.close()
     return summary
 
 
