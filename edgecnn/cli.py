@@ -288,7 +288,8 @@ def infer(ctx, inputs, model_dir, fmt, top_k, threads, as_json, texts, text_file
     from .runtime.infer import FrameOptions, run_inference
 
     given_top_k = None if ctx.get_parameter_source("top_k") is ParameterSource.DEFAULT else top_k
-    summary = run_inference(_model_dir(model_dir, inputs=(*inputs, *text_files)), [*inputs, *map(str, cameras)], fmt=fmt, top_k=given_top_k,
+    model_dir = _model_dir(model_dir, inputs=(*inputs, *text_files))
+    summary = run_inference(model_dir, [*inputs, *map(str, cameras)], fmt=fmt, top_k=given_top_k,
                             threads=threads, as_json=as_json, texts=texts, text_files=text_files,
                             lines_file=lines_file, threshold=threshold, save=save, watch_dir=watch_dir, settle=settle,
                             frames=FrameOptions(stride=stride, max_fps=max_fps, latest=latest),
