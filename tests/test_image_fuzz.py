@@ -132,3 +132,15 @@ def test_every_truncation_of_a_small_file_decodes_or_raises_input_error(name):
     data = SEEDS[name]
     for end in range(0, len(data), max(1, len(data) // 200)):
         _loads_or_refuses(data[:end])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2 ** 32 - 1), st.integers(1, 256))
+def test_median_level_is_numpys_median(height, width, seed, spread):
+    """The ink framing's background level, from a 256-bin histogram, equals np.median exactly (odd and even pixel
+    counts, few or many distinct levels), so every framed digit stays bit-identical."""
+    from edgecnn.runtime.image import median_level
+
+    rng = np.random.default_rng(seed)
+    levels = rng.integers(0, spread, size=(height, width), dtype=np.uint8)
+    assert median_level(levels) == float(np.median(levels.astype(np.float32)))

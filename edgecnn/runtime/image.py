@@ -319,6 +319,19 @@ def match_polarity(image: Image.Image, polarity: str = "none") -> Image.Image:
     return image
 
 
+def median_level(levels: np.ndarray) -> float:
+    """``np.median`` of uint8 pixels, the same value, from their histogram.
+
+    Why not ``np.median``: it imports ``numpy.ma`` on first use (8-13 ms of every ``edgecnn infer`` process that
+    frames ink) and sorts a float copy of the image; 256 counts are enough for 256 levels.
+    """
+    counts = np.bincount(levels.ravel(), minlength=256).cumsum()
+    n = int(counts[-1])
+    lower = int(np.searchsorted(counts, (n - 1) // 2 + 1))  # the value at sorted position (n - 1) // 2
+    upper = int(np.searchsorted(counts, n // 2 + 1))  # ... and at n // 2 (the same one when n is odd)
+    return (lower + upper) / 2
+
+
 def fit_ink(image: Image.Image, prep: dict) -> np.ndarray:
     """The ink of ``image`` (light on dark) cropped, scaled and centred the way training framed its digits.
 
@@ -332,8 +345,9 @@ def fit_ink(image: Image.Image, prep: dict) -> np.ndarray:
     width, height = prep["width"], prep["height"]
     resample = RESAMPLE[prep.get("resize", "bilinear")]
     size = min(int(prep.get("fit_size", round(FIT_SIZE_FRACTION * min(width, height)))), width, height)
-    gray = np.asarray(image.convert("L") if image.mode != "L" else image, dtype=np.float32)
-    background, top = float(np.median(gray)), float(gray.max())
+    levels = np.asarray(image.convert("L") if image.mode != "L" else image, dtype=np.uint8)
+    gray = levels.astype(np.float32)
+    background, top = median_level(levels), float(gray.max())
     if top - background < 1:
         return np.asarray(image.resize((width, height), resample))
     ink = gray > background + float(prep.get("fit_threshold", FIT_THRESHOLD)) * (top - background)
