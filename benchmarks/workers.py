@@ -139,7 +139,7 @@ def per_image_cpu_ms(model: Path, folder: Path, count: int) -> dict:
     inputs = [image_io.pixels_to_input(p[None], prep) for p in pixels]
     stacked = [np.concatenate(inputs[i:i + BATCH]) for i in range(0, len(inputs), BATCH)]
     probabilities = np.concatenate([task.predict(batch) for batch in stacked])
-    results = [task._rank(row, 3, path) for row, path in zip(probabilities, paths)]
+    results = [task.rank(row, 3, path) for row, path in zip(probabilities, paths)]
     steps = {
         "bare loop (PIL, numpy, session.run, one label)": bare,
         f"edgecnn infer's work (batches of {BATCH}, top-3 line)": edgecnn,
@@ -150,7 +150,7 @@ def per_image_cpu_ms(model: Path, folder: Path, count: int) -> dict:
                                                                 for p in pixels],
         "model call, batch 1 (session.run)": lambda paths: [task.predict(x) for x in inputs],
         f"model call, batch {BATCH} (session.run)": lambda paths: [task.predict(batch) for batch in stacked],
-        "top-3 ranking (typed result)": lambda paths: [task._rank(row, 3, path) for row, path in
+        "top-3 ranking (typed result)": lambda paths: [task.rank(row, 3, path) for row, path in
                                                        zip(probabilities, paths)],
         "text line (str)": lambda paths: [str(result) for result in results],
         "JSON line (--json)": lambda paths: [json.dumps(result.to_dict(), ensure_ascii=False) for result in results],

@@ -92,7 +92,7 @@ def classify_paths(task, paths: list[str], top_k: int, one: Callable[[str], Outc
     except Exception:  # noqa: BLE001 - each image alone then gets exactly the outcome it gets without batching
         return [one(path) if decoded[i].result is not None else decoded[i] for i, path in enumerate(paths)]
     for i, scores in zip(good, probabilities):
-        decoded[i] = attempt(lambda row, path=paths[i]: task._rank(row, top_k, path), scores)
+        decoded[i] = attempt(lambda row, path=paths[i]: task.rank(row, top_k, path), scores)
     return decoded
 
 

@@ -213,7 +213,10 @@ class _Classifier(Task):
     #: multi-label heads: the score a label needs to be reported (None: the manifest's, else 0.5)
     threshold: float | None = None
 
-    def _rank(self, probabilities: np.ndarray, top_k: int, source: str | None) -> Classification:
+    def rank(self, probabilities: np.ndarray, top_k: int, source: str | None) -> Classification:
+        """One row of :meth:`predict` as the typed result: the ``top_k`` best labels (a multi-label head: every
+        label at or above :attr:`label_threshold`), ``source`` naming the input. Public so that a caller that made
+        the model call itself (a batch of decoded images, :mod:`edgecnn.runtime.batching`) gets the same result."""
         order = np.argsort(-probabilities, kind="stable")
         labels = self.labels
         multi = is_multi_label(self.manifest)
@@ -260,7 +263,7 @@ class ImageClassifier(_Classifier):
     def classify(self, image: image_io.ImageSource, top_k: int = 5) -> Classification:
         """Classify one image."""
         probabilities = self.predict(self.preprocess(image))[0]
-        return self._rank(probabilities, top_k, _describe(image))
+        return self.rank(probabilities, top_k, _describe(image))
 
     def classify_batch(self, images: Sequence[image_io.ImageSource], top_k: int = 5,
                        batch_size: int = 32) -> list[Classification]:
@@ -270,7 +273,7 @@ class ImageClassifier(_Classifier):
             chunk = images[start:start + batch_size]
             batch = np.concatenate([self.preprocess(item) for item in chunk])
             for item, probabilities in zip(chunk, self.predict(batch)):
-                results.append(self._rank(probabilities, top_k, _describe(item)))
+                results.append(self.rank(probabilities, top_k, _describe(item)))
         return results
 
 
@@ -332,7 +335,7 @@ class TextClassifier(_Classifier):
             for i, ids in enumerate(rows):
                 batch[i, :len(ids)] = ids
             for probabilities, label, note in zip(self.predict(batch), labels, notes):
-                result = self._rank(probabilities, top_k, label)
+                result = self.rank(probabilities, top_k, label)
                 result.notes.extend(note)
                 results.append(result)
         return results
