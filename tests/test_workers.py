@@ -219,3 +219,97 @@ def test_the_parent_runs_chunks_too_and_the_order_stays_the_inputs(workers):
     assert [payload for _, (_, payload) in out] == list(range(400))
     pids = {pid for _, (pid, _) in out}
     assert os.getpid() in pids and len(pids) == workers, pids
+
+
+def _dies_on_item_13(_unused: float):
+    """A worker's chunk function that ends its process (as the OOM killer would) at payload 13."""
+    import os
+
+    def run(payloads: list) -> list:
+        if 13 in payloads and os.getpid() != PARENT_PID:
+            os._exit(9)
+        return list(payloads)
+
+    return run
+
+
+def _cannot_open(_unused: float):
+    raise ValueError("model.onnx is not an ONNX file")
+
+
+PARENT_PID = __import__("os").getpid()
+
+
+def test_a_worker_that_dies_ends_the_run_with_a_one_line_error():
+    from edgecnn.errors import EdgecnnError
+    from edgecnn.runtime.parallel import map_ordered
+
+    items = [(f"item-{i}", i) for i in range(200)]
+    with pytest.raises(EdgecnnError, match=r"a --workers process ended unexpectedly \(exit code 9\); run again with "
+                                           r"--workers 1"):
+        # chunk 1 holds item 13 and is the first sent to the worker
+        list(map_ordered(_dies_on_item_13, (0.0,), iter(items), workers=2, chunk=16))
+
+
+def test_a_worker_that_cannot_set_up_ends_the_run_with_its_error():
+    from edgecnn.runtime.parallel import map_ordered
+
+    with pytest.raises(ValueError, match="not an ONNX file"):
+        list(map_ordered(_cannot_open, (0.0,), iter([("a", 1)] * 500), workers=2, chunk=4, local=list))
+
+
+def test_a_run_left_early_ends_its_workers():
+    import multiprocessing
+
+    from edgecnn.runtime.parallel import map_ordered
+
+    out = map_ordered(_pid_and_payload_chunks, (0.001,), iter([(f"item-{i}", i) for i in range(10_000)]),
+                      workers=3, chunk=4)
+    assert [next(out) for _ in range(50)][-1][0] == ("item-49", 49)
+    assert len(multiprocessing.active_children()) == 2
+    out.close()
+    assert multiprocessing.active_children() == []
+
+
+PARENT_THAT_IS_KILLED = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from tests.test_workers import _pid_and_payload_chunks
+from edgecnn.runtime.parallel import map_ordered
+for i, ((name, _), (pid, _)) in enumerate(map_ordered(_pid_and_payload_chunks, (0.01,),
+                                                      iter([(str(i), i) for i in range(10**6)]), workers=3, chunk=2)):
+    print(pid, flush=True)
+"""
+
+
+def test_workers_do_not_outlive_a_parent_that_is_killed(tmp_path):
+    """Forked workers close their copies of the parent's pipe ends, so a killed parent's workers read the end of
+    their pipe and exit instead of waiting for ever (each holding a model in memory)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT_THAT_IS_KILLED,
+                               os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],
+                              stdout=subprocess.PIPE, text=True)
+    pids = set()
+    while len(pids) < 3:
+        pids.add(int(parent.stdout.readline()))
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    workers = pids - {parent.pid}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    """Still running (a zombie, its parent dead and not yet reaped by init, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
