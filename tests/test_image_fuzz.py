@@ -144,3 +144,30 @@ def test_median_level_is_numpys_median(height, width, seed, spread):
     rng = np.random.default_rng(seed)
     levels = rng.integers(0, spread, size=(height, width), dtype=np.uint8)
     assert median_level(levels) == float(np.median(levels.astype(np.float32)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=".pngjPGEaTx -", max_size=10))
+def test_a_file_is_listed_as_an_image_exactly_when_splitext_says_so(name):
+    """list_images' cheap suffix test agrees with ``os.path.splitext`` (dot files included: ``.png`` has none)."""
+    from edgecnn.runtime.image import IMAGE_SUFFIXES, _has_image_suffix
+
+    assert _has_image_suffix(name) == (os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES)
+
+
+@pytest.mark.parametrize("spelling", ["{tmp}/pics", "{tmp}/pics/", "{tmp}//pics", "pics", "./pics", "pics/", "."])
+def test_listed_paths_are_spelled_as_the_folder_path_joined_with_the_name(tmp_path, monkeypatch, spelling):
+    """The names infer prints: list_images joins strings, as ``str(Path(folder) / name)`` would spell them."""
+    from pathlib import Path
+
+    from edgecnn.runtime.image import list_images
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for name in ("b.png", "a.JPG", ".png", "notes.txt", "c.webp"):
+        (pics / name).write_bytes(b"")
+    (pics / "folder.png").mkdir()
+    monkeypatch.chdir(pics if spelling == "." else tmp_path)
+    folder = spelling.format(tmp=tmp_path)
+    expected = [str(Path(folder) / name) for name in ("a.JPG", "b.png", "c.webp")]
+    assert list_images(folder) == expected

@@ -103,7 +103,7 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
         from .parallel import map_ordered
 
         setup = (str(task.manifest.folder), fmt, threads or 1, getattr(task, "threshold", None), top_k, threshold,
-                 save, many)
+                 save, many, as_json)
         outcomes = map_ordered(_worker_process, setup, items, workers=workers, local=process.outcomes)
     else:
         outcomes = ((item, outcome) for group in batched(_until(stop, items), process.batch)
@@ -261,13 +261,24 @@ def _flushed(emit: Callable[[str], None]) -> Callable[[str], None]:
     return emit_and_flush
 
 
-def _emit(result, as_json: bool, emit) -> None:
+class RenderedLine(str):
+    """A result already turned into its output line, by the ``--workers`` process that ran it: the line is what the
+    parent needs, and a short string crosses the pipe for less than the typed result (and frees the parent, which
+    writes every line, from rendering the worker's half)."""
+
+
+def _line(result, as_json: bool) -> str:
+    if isinstance(result, RenderedLine):
+        return result
     if as_json:
         import json
 
-        emit(json.dumps(result.to_dict(), ensure_ascii=False))
-    else:
-        emit(str(result))
+        return json.dumps(result.to_dict(), ensure_ascii=False)
+    return str(result)
+
+
+def _emit(result, as_json: bool, emit) -> None:
+    emit(_line(result, as_json))
 
 
 def _collect_items(task: Task, inputs, texts, text_files, lines_file, frames: FrameOptions | None = None,
@@ -323,7 +334,7 @@ class _ImageInputs:
                     self.entries.append(path)
                 elif os.path.isdir(path):
                     try:
-                        self.entries.extend((str(p), str(p)) for p in list_images(path))
+                        self.entries.extend((p, p) for p in list_images(path))
                     except InputError as exc:
                         self.entries.append((path, exc))
                 else:
@@ -496,14 +507,24 @@ def runner_for(task: Task, top_k: int, threshold: float | None):
 _WORKER: dict = {}
 
 
-def _worker_process(model_dir: str, fmt, threads: int, label_threshold, top_k: int, threshold, save, many: bool):
+def _worker_process(model_dir: str, fmt, threads: int, label_threshold, top_k: int, threshold, save, many: bool,
+                    as_json: bool):
     """In a worker process (:mod:`.parallel`), once: the model opened as the parent opened it; returns what
-    runs a chunk of payloads (their outcomes, in order, image paths batched as in one process)."""
+    runs a chunk of payloads (their outcomes, in order, image paths batched as in one process, each result
+    rendered as its line)."""
     task = load(model_dir, format=fmt, threads=threads)
     if label_threshold is not None and task.task != "object-detection":
         task.threshold = label_threshold  # a multi-label --threshold, as _check_options set it in the parent
     process = _processor(task, top_k=top_k, threshold=threshold, save=save, many=many)
-    return process.outcomes
+
+    def rendered_outcomes(payloads: list) -> list[Outcome]:
+        outcomes = process.outcomes(payloads)
+        return [attempt(render, outcome.result) if outcome.result is not None else outcome for outcome in outcomes]
+
+    def render(result) -> RenderedLine:
+        return RenderedLine(_line(result, as_json))
+
+    return rendered_outcomes
 
 
 def input_label(text: str, name: str | None = None) -> str:
