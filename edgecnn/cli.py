@@ -26,8 +26,33 @@ def _result_line(line: str) -> None:
     """One result line of `infer` on stdout, flushed only on a terminal (Python's own rule for print): a folder
     run into a pipe or file writes in blocks; live sources flush each line (runtime/infer.py)."""
     sys.stdout.write(line + "\n")
-    if sys.stdout.isatty():
+    if _stdout_is_a_terminal():
         sys.stdout.flush()
+
+
+def _stdout_is_a_terminal(answers: dict = {}) -> bool:  # noqa: B006 - the cache: one ioctl per stream, not per line
+    stream = sys.stdout
+    if id(stream) not in answers:
+        answers.clear()
+        answers[id(stream)] = stream.isatty()
+    return answers[id(stream)]
+
+
+def _end_infer(ctx: click.Context, code: int) -> None:
+    """End `infer` with ``code``. Run from the console script (:func:`main`), it exits at once, once stdout and stderr
+    are flushed: the interpreter's teardown (numpy's, Pillow's and onnxruntime's modules unloaded) is ~30 ms that
+    nothing of the run needs (its files, sources and workers are closed when run_inference returns), and a
+    one-image `edgecnn infer` took 0.164 s with it, 0.132 s without. Called in-process (click's test runner, a Python caller), it ends as usual."""
+    if (ctx.obj or {}).get("entry_point"):
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a reader that went away (| head): Python's own exit path reports it
+            pass
+        else:
+            os._exit(code)
+    if code:
+        sys.exit(code)
 
 
 def _echo_json(data) -> None:
@@ -76,7 +101,7 @@ def _model_dir(model_dir: str | None, how: str = "pass --model EXPORT_FOLDER", i
 @click.pass_context
 def cli(ctx, debug):
     """Train small CNNs, export them to validated ONNX and int8 TFLite, run them anywhere."""
-    ctx.obj = {"debug": debug}
+    ctx.obj = {**(ctx.obj or {}), "debug": debug}  # main() marks a run from the console script: entry_point
 
 
 @cli.command()
@@ -297,8 +322,7 @@ def infer(ctx, inputs, model_dir, fmt, top_k, threads, as_json, texts, text_file
                             debug=(ctx.obj or {}).get("debug", False), emit=_result_line,
                             report=lambda message: click.echo(f"error: {message}", err=True),
                             inform=lambda message: click.echo(message, err=True))
-    if summary.exit_code:
-        sys.exit(summary.exit_code)
+    _end_infer(ctx, summary.exit_code)
 
 
 @cli.command(name="eval")
@@ -481,7 +505,7 @@ def main(argv=None) -> None:
     """Entry point: run the click group, turning EdgecnnError into one line and exit code 2."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, standalone_mode=False, prog_name="edgecnn")
+        cli.main(args=argv, standalone_mode=False, prog_name="edgecnn", obj={"entry_point": True})
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
