@@ -241,8 +241,8 @@ def section_workers(data: dict | None) -> str:
                 f"{data['ratios']['workers2_steady_speedup']:.2f}×",
                 verdict(data["ratios"]["workers2_steady_speedup"] >= WORKERS_TARGETS["workers2_speedup"])]]
               if "workers2_steady_speedup" in data["ratios"] else []),
-            *([["two `--workers 1` processes started together, one per half of the folder (each also spins "
-                "numpy's OpenBLAS thread ~0.1 s at import, on the core the other needs)",
+            *([[("two `--workers 1` processes started together, one per half of the folder (each also spins "
+                 "numpy's OpenBLAS thread ~0.1 s at import, on the core the other needs)"),
                 f"{data['ratios']['two_processes_speedup']:.2f}×", "—"]]
               if "two_processes_speedup" in data["ratios"] else []),
             *([["ceiling: the same with `OPENBLAS_NUM_THREADS=1`",
