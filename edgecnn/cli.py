@@ -296,7 +296,8 @@ def _workers(value: str) -> int:
 @click.option("--latest", is_flag=True,
               help="Cameras and streams: always infer the newest frame, dropping stale ones (no lag).")
 @click.option("--workers", default="1", show_default=True, metavar="N|auto",
-              help="Image files and folders: decode and infer in N processes (auto: one per physical core).")
+              help="Image files and folders: decode and infer in N processes (auto: one per physical core; at "
+                   "most one per 32 images).")
 @click.pass_context
 def infer(ctx, inputs, model_dir, fmt, top_k, threads, as_json, texts, text_files, lines_file, threshold, save,
           watch_dir, settle, cameras, stride, max_fps, latest, workers):

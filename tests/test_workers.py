@@ -313,3 +313,29 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize(("images", "processes"), [(10, 1), (32, 1), (33, 2), (81, 2)])
+def test_workers_never_outnumber_the_chunks_of_the_input(digits_export, tmp_path, monkeypatch, images, processes):
+    """--workers N on a handful of images runs in this process: a worker would only add its start (fork, opening
+    the model, a first slow call) to the wait for one chunk of 32."""
+    import edgecnn.runtime.parallel as parallel
+    from edgecnn.runtime.infer import run_inference
+
+    folder = tmp_path / "few"
+    folder.mkdir()
+    samples = sorted((digits_export / "samples").glob("*.png"))
+    for i in range(images):
+        shutil.copy(samples[i % len(samples)], folder / f"{i:03d}.png")
+    started = []
+    real = parallel.map_ordered
+
+    def spy(*args, workers, **kwargs):
+        started.append(workers)
+        return real(*args, workers=workers, **kwargs)
+
+    monkeypatch.setattr(parallel, "map_ordered", spy)
+    lines = []
+    summary = run_inference(digits_export, [str(folder)], workers=2, emit=lines.append)
+    assert summary.processed == images == len(lines)
+    assert started == ([processes] if processes > 1 else [])

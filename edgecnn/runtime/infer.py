@@ -99,6 +99,11 @@ def run_inference(model_dir: str | os.PathLike, inputs: Sequence[str], *, fmt: s
     # Several inputs (or a folder): --save then names a folder too.
     many = not isinstance(items, _ImageInputs) or items.many
     process = _processor(task, top_k=top_k, threshold=threshold, save=save, many=many)
+    if workers > 1 and isinstance(items, _ImageInputs):
+        from .parallel import CHUNK
+
+        # never more processes than chunks: a worker for a handful of images only adds its start to the wait
+        workers = min(workers, -(-len(items.entries) // CHUNK))
     if workers > 1:
         from .parallel import map_ordered
 
