@@ -319,7 +319,7 @@ def _alive(pid: int) -> bool:
 def test_workers_never_outnumber_the_chunks_of_the_input(digits_export, tmp_path, monkeypatch, images, processes):
     """--workers N on a handful of images runs in this process: a worker would only add its start (fork, opening
     the model, a first slow call) to the wait for one chunk of 32."""
-    import edgecnn.runtime.parallel as parallel
+    from edgecnn.runtime import parallel
     from edgecnn.runtime.infer import run_inference
 
     folder = tmp_path / "few"
