@@ -105,8 +105,11 @@ def test_edgecnn_infer_imports_no_training_module_nor_package_metadata(digits_ex
     """What ``edgecnn infer`` loads is its start-up cost: no training/export wing, and no importlib.metadata (tens
     of ms) — the default format is chosen from what is importable, not from package metadata."""
     sample = next((digits_export / "samples").glob("*.png"))
-    probe = (f"import json, sys\nfrom edgecnn.cli import main\nsys.argv = ['edgecnn', 'infer', {str(sample)!r}, "
-             f"'--model', {str(digits_export)!r}]\ntry:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code\n"
+    # main() ends `infer` with os._exit (no interpreter teardown): here it raises SystemExit instead, so that the
+    # probe lives on to list what the run imported
+    probe = (f"import json, os, sys\nfrom edgecnn.cli import main\nsys.argv = ['edgecnn', 'infer', {str(sample)!r}, "
+             f"'--model', {str(digits_export)!r}]\ndef _exit(code):\n    raise SystemExit(code)\nos._exit = _exit\n"
+             "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code\n"
              "print(json.dumps(sorted(sys.modules)))\n")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=True)
