@@ -818,3 +818,25 @@ def test_the_page_files_are_package_data():
                     if p.suffix in (".html", ".css", ".js"))
     assert assets == ["page.css", "page.html", "page.js"]
     assert sorted(listed["edgecnn.serve"]) == assets
+
+
+def test_a_bad_image_in_a_batch_costs_the_good_ones_no_second_decode(exports, monkeypatch):
+    """A JSON batch of images is decoded once per image: the bad one is its own error, the good ones run in one
+    model call (they were decoded again, one by one, whenever the batch held a bad image)."""
+    from edgecnn.runtime.tasks import ImageClassifier
+    from edgecnn.serve.inputs import Inputs
+    from edgecnn.serve.pool import ServedModel
+
+    paths = digit_samples(exports)[:4]
+    decoded, calls = [], []
+    real_preprocess, real_predict = ImageClassifier.preprocess, ImageClassifier.predict
+    monkeypatch.setattr(ImageClassifier, "preprocess", lambda self, image: decoded.append(1)
+                        or real_preprocess(self, image))
+    monkeypatch.setattr(ImageClassifier, "predict", lambda self, x: calls.append(len(x)) or real_predict(self, x))
+    model = ServedModel(exports["digits-cnn"], None, workers=1, threads=1)
+    items = [p.read_bytes() for p in paths[:2]] + [b"not an image"] + [p.read_bytes() for p in paths[2:]]
+    answer = model.predict(Inputs(items=items, names=[f"images[{i}]" for i in range(5)], single=False), top_k=1)
+    assert len(decoded) == 5 and calls == [4]
+    results = answer["results"]
+    assert "error" in results[2] and results[2]["input"] == "images[2]"
+    assert [r["predictions"][0]["label"] for r in results[:2] + results[3:]] == [label_of(p) for p in paths]

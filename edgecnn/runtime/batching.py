@@ -17,6 +17,7 @@ The results are those of one image at a time: the runtimes compute each row of a
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -80,9 +81,18 @@ def batched(items: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
         yield group
 
 
-def classify_paths(task, paths: list[str], top_k: int, one: Callable[[str], Outcome]) -> list[Outcome]:
-    """The outcome of classifying each image path, the good ones' model call made once for all of them; ``one``
-    is the attempt of a single path (what runs when the runtime refuses the batch)."""
+def classify_paths(task, paths: list, top_k: int, one: Callable[[object], Outcome]) -> list[Outcome]:
+    """The outcome of classifying each image (a path, or any source ``task.preprocess`` takes: bytes, an array),
+    each decoded once and the good ones run :data:`BATCH` per model call; ``one`` is the attempt of a single image
+    (what runs when the runtime refuses a batch). A result names its input as ``task.classify`` names it: a path
+    by its path, bytes or an array not at all."""
+    outcomes: list[Outcome] = []
+    for start in range(0, len(paths), BATCH):
+        outcomes += _classify_batch(task, paths[start:start + BATCH], top_k, one)
+    return outcomes
+
+
+def _classify_batch(task, paths: list, top_k: int, one: Callable[[object], Outcome]) -> list[Outcome]:
     decoded = [attempt(task.preprocess, path) for path in paths]
     good = [i for i, outcome in enumerate(decoded) if outcome.error is None and outcome.crash is None]
     if not good:
@@ -92,7 +102,8 @@ def classify_paths(task, paths: list[str], top_k: int, one: Callable[[str], Outc
     except Exception:  # noqa: BLE001 - each image alone then gets exactly the outcome it gets without batching
         return [one(path) if decoded[i].result is not None else decoded[i] for i, path in enumerate(paths)]
     for i, scores in zip(good, probabilities):
-        decoded[i] = attempt(lambda row, path=paths[i]: task.rank(row, top_k, path), scores)
+        name = str(paths[i]) if isinstance(paths[i], (str, os.PathLike)) else None
+        decoded[i] = attempt(lambda row, name=name: task.rank(row, top_k, name), scores)
     return decoded
 
 

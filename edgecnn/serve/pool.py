@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import EdgecnnError, InputError
+from ..runtime.batching import Outcome, attempt, classify_paths
 from ..runtime.describe import describe_export
 from ..runtime.tasks import Task, load
 from .errors import ServerBusyError, UnknownModelError
@@ -70,9 +71,10 @@ class ServedModel:
         """Run the inputs on one of this model's sessions (in a worker thread); the answer as a JSON-ready
         dict.
 
-        A batch is one model call when every input is good; when one is not, each input runs alone so that
-        every good one still gets its result and each bad one gets its one-line error, as ``edgecnn infer``
-        does.
+        A batch of images is decoded one image at a time and its good images run in one model call (32 per
+        call), so a bad image is its own one-line error and costs the others nothing, as in ``edgecnn infer``
+        (:func:`edgecnn.runtime.batching.classify_paths`). A batch of texts or for a detector is one call when
+        every input is good; when one is not, each input runs alone.
         """
         task = self._sessions.get()
         try:
@@ -81,15 +83,11 @@ class ServedModel:
                 return {"model": self.name, "format": self.format, **self._as_dict(one(inputs.items[0],
                                                                                          inputs.names[0]),
                                                                                      inputs.names[0])}
-            try:
-                results = many(inputs.items, inputs.names)
-            except EdgecnnError:
-                results = []
-                for item, name in zip(inputs.items, inputs.names):
-                    try:
-                        results.append(one(item, name))
-                    except EdgecnnError as exc:
-                        results.append(exc)
+            if self.task == "image-classification":
+                results = [_result_or_error(outcome) for outcome in classify_paths(
+                    task, list(inputs.items), top_k, lambda item: attempt(lambda x: one(x, None), item))]
+            else:
+                results = _each_alone_if_one_fails(one, many, inputs)
         finally:
             self._sessions.put(task)
         return {"model": self.name, "format": self.format,
@@ -118,6 +116,29 @@ class ServedModel:
         if getattr(result, "image_size", None):
             data["image_size"] = list(result.image_size)  # boxes are in these pixels: what a client draws on
         return data
+
+
+def _each_alone_if_one_fails(one, many, inputs: Inputs) -> list:
+    """``many`` over every input at once; if that raises an EdgecnnError (a bad input among them), each input
+    alone, a bad one's EdgecnnError in its place."""
+    try:
+        return many(inputs.items, inputs.names)
+    except EdgecnnError:
+        results = []
+        for item, name in zip(inputs.items, inputs.names):
+            try:
+                results.append(one(item, name))
+            except EdgecnnError as exc:
+                results.append(exc)
+        return results
+
+
+def _result_or_error(outcome: Outcome):
+    """An image's result, or its EdgecnnError to answer in its place; an unexpected exception (a bug) fails the
+    request as it would for a single image."""
+    if outcome.crash is not None:
+        raise RuntimeError(outcome.crash)
+    return EdgecnnError(outcome.error) if outcome.error is not None else outcome.result
 
 
 class Models:
