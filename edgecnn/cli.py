@@ -30,19 +30,23 @@ def _result_line(line: str) -> None:
         sys.stdout.flush()
 
 
-def _stdout_is_a_terminal(answers: dict = {}) -> bool:  # noqa: B006 - the cache: one ioctl per stream, not per line
+_TERMINAL: dict[int, bool] = {}  # stdout's isatty answer, asked once per stream (one ioctl), not once per line
+
+
+def _stdout_is_a_terminal() -> bool:
     stream = sys.stdout
-    if id(stream) not in answers:
-        answers.clear()
-        answers[id(stream)] = stream.isatty()
-    return answers[id(stream)]
+    if id(stream) not in _TERMINAL:
+        _TERMINAL.clear()
+        _TERMINAL[id(stream)] = stream.isatty()
+    return _TERMINAL[id(stream)]
 
 
 def _end_infer(ctx: click.Context, code: int) -> None:
-    """End `infer` with ``code``. Run from the console script (:func:`main`), it exits at once, once stdout and stderr
-    are flushed: the interpreter's teardown (numpy's, Pillow's and onnxruntime's modules unloaded) is ~30 ms that
-    nothing of the run needs (its files, sources and workers are closed when run_inference returns), and a
-    one-image `edgecnn infer` took 0.164 s with it, 0.132 s without. Called in-process (click's test runner, a Python caller), it ends as usual."""
+    """End `infer` with ``code``. Run from the console script (:func:`main`), it exits at once, once stdout and
+    stderr are flushed: the interpreter's teardown (numpy's, Pillow's and onnxruntime's modules unloaded) is ~30 ms
+    that nothing of the run needs (its files, sources and workers are closed when run_inference returns); a
+    one-image `edgecnn infer` took 0.164 s with it, 0.132 s without. Called in-process (click's test runner, a
+    Python caller), it ends as usual."""
     if (ctx.obj or {}).get("entry_point"):
         try:
             sys.stdout.flush()

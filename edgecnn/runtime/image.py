@@ -393,7 +393,7 @@ def list_images(folder: str | os.PathLike) -> list[str]:
     an InputError if there are none."""
     # All of this runs before the first image of a run is read (and before --workers start), so it is kept to
     # strings: os.scandir knows each entry's type without a stat per file, names sort as their paths would (one
-    # folder), and each path is the folder's spelling plus the name. On 10,000 files: 6 ms, against 30 ms with
+    # folder), and each path is the folder's spelling plus the name. On 10,000 files: 7 ms, against 30 ms with
     # Path objects and 130 ms with a stat each.
     prefix = str(Path(folder))
     with os.scandir(folder) as entries:
