@@ -83,11 +83,7 @@ class ServedModel:
                 return {"model": self.name, "format": self.format, **self._as_dict(one(inputs.items[0],
                                                                                          inputs.names[0]),
                                                                                      inputs.names[0])}
-            if self.task == "image-classification":
-                results = [_result_or_error(outcome) for outcome in classify_paths(
-                    task, list(inputs.items), top_k, lambda item: attempt(lambda x: one(x, None), item))]
-            else:
-                results = _each_alone_if_one_fails(one, many, inputs)
+            results = _each_alone_if_one_fails(one, many, inputs)
         finally:
             self._sessions.put(task)
         return {"model": self.name, "format": self.format,
@@ -95,9 +91,12 @@ class ServedModel:
 
     def _runners(self, task, top_k: int, threshold: float | None):
         """(one input -> result, all inputs -> results) for this task."""
-        if self.task == "image-classification":
-            return (lambda item, name: task.classify(item, top_k=top_k),
-                    lambda items, names: task.classify_batch(items, top_k=top_k))
+        if self.task == "image-classification":  # each image decoded once; a bad one never raises for the batch
+            def classify(item, name):
+                return task.classify(item, top_k=top_k)
+
+            return classify, lambda items, names: [_result_or_error(outcome) for outcome in classify_paths(
+                task, list(items), top_k, lambda item: attempt(lambda x: classify(x, None), item))]
         if self.task == "text-classification":
             return (lambda item, name: task.classify(item, top_k=top_k, name=name),
                     lambda items, names: task.classify_batch(items, top_k=top_k, names=names))
