@@ -23,22 +23,15 @@ FORMAT_CHOICE = click.Choice([*FORMATS, *TARGET_FORMAT_FILES])
 
 
 def _result_line(line: str) -> None:
-    """One result line of `infer` on stdout, flushed only on a terminal (Python's own rule for print): a folder
-    run into a pipe or file writes in blocks; live sources flush each line (runtime/infer.py)."""
+    """One result line of `infer` on stdout, unflushed: a folder run into a pipe or file writes in blocks; live
+    sources flush each line (runtime/infer.py), and a terminal gets :func:`_result_line_flushed`."""
     sys.stdout.write(line + "\n")
-    if _stdout_is_a_terminal():
-        sys.stdout.flush()
 
 
-_TERMINAL: dict[int, bool] = {}  # stdout's isatty answer, asked once per stream (one ioctl), not once per line
-
-
-def _stdout_is_a_terminal() -> bool:
-    stream = sys.stdout
-    if id(stream) not in _TERMINAL:
-        _TERMINAL.clear()
-        _TERMINAL[id(stream)] = stream.isatty()
-    return _TERMINAL[id(stream)]
+def _result_line_flushed(line: str) -> None:
+    """One result line, flushed: what a terminal gets (Python's own rule for print)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _end_infer(ctx: click.Context, code: int) -> None:
@@ -324,7 +317,8 @@ def infer(ctx, inputs, model_dir, fmt, top_k, threads, as_json, texts, text_file
                             lines_file=lines_file, threshold=threshold, save=save, watch_dir=watch_dir, settle=settle,
                             frames=FrameOptions(stride=stride, max_fps=max_fps, latest=latest),
                             workers=_workers(workers),
-                            debug=(ctx.obj or {}).get("debug", False), emit=_result_line,
+                            debug=(ctx.obj or {}).get("debug", False),
+                            emit=_result_line_flushed if sys.stdout.isatty() else _result_line,
                             report=lambda message: click.echo(f"error: {message}", err=True),
                             inform=lambda message: click.echo(message, err=True))
     _end_infer(ctx, summary.exit_code)

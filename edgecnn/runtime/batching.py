@@ -17,7 +17,6 @@ The results are those of one image at a time: the runtimes compute each row of a
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import EdgecnnError
+from .tasks import input_name
 
 #: Images per model call: past ~8 the per-image cost of the digits model no longer falls; 32 keeps a batch small
 #: (for a 224x224x3 model, 19 MB of float32 input) and is also the chunk a ``--workers`` process gets.
@@ -102,8 +102,7 @@ def _classify_batch(task, paths: list, top_k: int, one: Callable[[object], Outco
     except Exception:  # noqa: BLE001 - each image alone then gets exactly the outcome it gets without batching
         return [one(path) if decoded[i].result is not None else decoded[i] for i, path in enumerate(paths)]
     for i, scores in zip(good, probabilities):
-        name = str(paths[i]) if isinstance(paths[i], (str, os.PathLike)) else None
-        decoded[i] = attempt(lambda row, name=name: task.rank(row, top_k, name), scores)
+        decoded[i] = attempt(lambda row, source=paths[i]: task.rank(row, top_k, input_name(source)), scores)
     return decoded
 
 

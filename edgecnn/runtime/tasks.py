@@ -263,7 +263,7 @@ class ImageClassifier(_Classifier):
     def classify(self, image: image_io.ImageSource, top_k: int = 5) -> Classification:
         """Classify one image."""
         probabilities = self.predict(self.preprocess(image))[0]
-        return self.rank(probabilities, top_k, _describe(image))
+        return self.rank(probabilities, top_k, input_name(image))
 
     def classify_batch(self, images: Sequence[image_io.ImageSource], top_k: int = 5,
                        batch_size: int = 32) -> list[Classification]:
@@ -273,7 +273,7 @@ class ImageClassifier(_Classifier):
             chunk = images[start:start + batch_size]
             batch = np.concatenate([self.preprocess(item) for item in chunk])
             for item, probabilities in zip(chunk, self.predict(batch)):
-                results.append(self.rank(probabilities, top_k, _describe(item)))
+                results.append(self.rank(probabilities, top_k, input_name(item)))
         return results
 
 
@@ -509,7 +509,7 @@ class ObjectDetector(Task):
         boxes, scores, classes = decoded
         detections = [Detection(labels[c] if c < len(labels) else str(int(c)), float(s),
                                 tuple(float(v) for v in b), int(c)) for b, s, c in zip(boxes, scores, classes)]
-        return DetectionResult(detections, _describe(source), tuple(size))
+        return DetectionResult(detections, input_name(source), tuple(size))
 
     def detect(self, image: image_io.ImageSource, threshold: float | None = None) -> DetectionResult:
         """Detect objects in one image; ``threshold`` overrides the manifest's default score threshold."""
@@ -529,7 +529,9 @@ class ObjectDetector(Task):
         return results
 
 
-def _describe(source) -> str | None:
+def input_name(source) -> str | None:
+    """What a result's ``input`` shows for an image source: a path by its path; bytes, an array or a PIL image
+    nothing (the caller names it, as ``edgecnn serve`` does)."""
     return str(source) if isinstance(source, (str, os.PathLike)) else None
 
 
@@ -551,4 +553,4 @@ def load(model: str | os.PathLike, format: str | None = None, threads: int | Non
 
 
 __all__ = ["Category", "Classification", "Detection", "DetectionResult", "ImageClassifier", "ObjectDetector", "Task",
-           "TextClassifier", "asdict", "load"]
+           "TextClassifier", "asdict", "input_name", "load"]
