@@ -1,22 +1,50 @@
 """edgecnn: small Keras CNNs, exported to validated ONNX and int8 TFLite, run on a CPU without TensorFlow.
 
-The names here are the public Python API. Importing this package loads numpy and Pillow only: the runtime backend
-is imported when a model is opened, and the training and export wings only when their functions are called.
+The names here are the public Python API. Importing this package loads nothing heavy: the task names (``load``,
+``ImageClassifier``, the typed results) come from :mod:`edgecnn.runtime.tasks`, which loads numpy and Pillow, when
+one is first used; the runtime backend is imported when a model is opened, and the training and export wings only
+when their functions are called. Why lazily: the ``edgecnn`` command must choose numpy's BLAS threads before numpy
+is imported (:func:`edgecnn.cli.main`), and ``import edgecnn.cli`` imports this package first.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from .errors import EdgecnnError, InputError, MissingDependencyError, ModelError
-from .runtime.tasks import (
-                            Category,
-                            Classification,
-                            Detection,
-                            DetectionResult,
-                            ImageClassifier,
-                            ObjectDetector,
-                            TextClassifier,
-                            load,
-)
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from .runtime.tasks import (
+                                Category,
+                                Classification,
+                                Detection,
+                                DetectionResult,
+                                ImageClassifier,
+                                ObjectDetector,
+                                TextClassifier,
+                                load,
+    )
 
 __version__ = "0.1.0"
+
+_FROM_TASKS = frozenset({"Category", "Classification", "Detection", "DetectionResult", "ImageClassifier",
+                         "ObjectDetector", "TextClassifier", "load"})
+
+
+def __getattr__(name: str):
+    """A task name, imported from :mod:`edgecnn.runtime.tasks` on first use (PEP 562) and kept here after."""
+    if name in _FROM_TASKS:
+        from .runtime import tasks
+
+        value = getattr(tasks, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'edgecnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_FROM_TASKS})
+
 
 __all__ = [
                             "Category",

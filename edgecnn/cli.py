@@ -500,8 +500,24 @@ def _listing(entries) -> str:
     return "\n".join(lines)
 
 
+def _one_blas_thread() -> None:
+    """Ask numpy's OpenBLAS for one thread in this process, unless the user chose a number.
+
+    Why: importing numpy starts an OpenBLAS thread per core, and each busy-waits ~0.1 s of CPU before it sleeps. The
+    CLI's numpy work is small arrays (the model call is onnxruntime's or LiteRT's, training is TensorFlow's), so
+    those threads only spin: a one-image ``edgecnn infer`` took 0.23 s of CPU with them and 0.13 s without
+    (BENCHMARKS.md), energy a Raspberry Pi spends on every call, and on a busy machine CPU taken from other work.
+    It must be set before numpy is imported, which is why ``import edgecnn`` and ``import edgecnn.cli`` load no
+    numpy; a process that imported numpy already (a Python caller of :func:`main`) keeps what it has. Worker
+    processes (``--workers``, Ray) inherit it, and run one model session each anyway.
+    """
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main(argv=None) -> None:
     """Entry point: run the click group, turning EdgecnnError into one line and exit code 2."""
+    _one_blas_thread()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         cli.main(args=argv, standalone_mode=False, prog_name="edgecnn", obj={"entry_point": True})
