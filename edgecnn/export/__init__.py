@@ -10,13 +10,13 @@ folder of other things or one that holds the export's own inputs: that is checke
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
 import os
 import platform
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -24,18 +24,14 @@ import numpy as np
 
 from .. import __version__
 from .. import manifest as manifest_io
-from ..errors import EdgecnnError, ExportRefusedError, InputError
+from ..errors import ExportRefusedError, InputError
 from ..folders import make_staging, recover_swapped, swap_in
 from ..manifest import FORMAT_FILES, FORMATS
 from . import targets as export_targets
+from .converters import INT8_FORMATS, Conversion, convert, converting
 from .tflite import INT8_IO
 
 DEFAULT_THRESHOLDS = {"max_diff": 1e-4, "min_agreement": 0.98, "max_map_drop": 0.02, "max_diff_fp16": 5e-2}
-#: The weight-only TFLite formats: format -> (export_tflite's ``weights``, the manifest's method)
-WEIGHT_ONLY_TFLITE = {
-    "tflite-fp16": ("float16", "float16 weights, float32 compute (no calibration)"),
-    "tflite-dynamic": ("int8", "dynamic range: int8 weights, float activations quantized per batch (no calibration)"),
-}
 
 
 def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats: list[str] | None = None,
@@ -108,9 +104,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
 
     from ..evaluate import measure
     from ..keras_io import import_tensorflow, keras_outputs, load_keras_model
-    from .onnx import export_onnx, onnx_int8_recipe, onnx_metadata
     from .tasks import adapter_for
-    from .tflite import export_tflite, tensor_quantization
     from .user_text import user_text_model
 
     tf = import_tensorflow()
@@ -142,48 +136,12 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
             ctx.inputs = inputs
         int8_io = export_targets.int8_io(contexts, int8_io)
         calib = export_targets.model_inputs(contexts, adapter.calibration_inputs(calibration_size, seed))
-        about = {"sections": sections, "name": out.name} if metadata else None  # TFLite Model Metadata
-        files: dict[str, dict] = {}
-        make_int8 = _int8_makers(staging, serve, model, sections["input"]["name"], calib, contexts,
-                                 onnx={"exclude_op_types": tuple(run.get("onnx_int8_exclude", ())),
-                                       "calibration_method": calibration_method, "per_channel": per_channel},
-                                 tflite={"int8_io": int8_io, "metadata": about, "per_channel": per_channel})
-        if "onnx" in formats or "onnx-int8" in formats:
-            say("ONNX fp32 (tf2onnx)")
-            with _converting("onnx", formats):
-                export_onnx(serve, staging / FORMAT_FILES["onnx"], onnx_metadata(run["task"], splits.labels))
-                export_targets.call(contexts, "after_onnx", staging / FORMAT_FILES["onnx"])
-            files["onnx"] = {"precision": "fp32", "runtime": "onnxruntime"}
-        if "onnx-int8" in formats:
-            say(f"ONNX int8 (onnxruntime static QDQ, {len(calib)} calibration examples)")
-            with _converting("onnx-int8", formats):
-                make_int8["onnx-int8"](())
-            files["onnx-int8"] = {"precision": "int8", "runtime": "onnxruntime",
-                                  "quantization": {**onnx_int8_recipe(calibration_method, per_channel),
-                                                   "calibration_examples": len(calib)}}
-        if "tflite" in formats:
-            say("TFLite fp32")
-            with _converting("tflite", formats):
-                export_tflite(serve, model, staging / FORMAT_FILES["tflite"], metadata=about)
-                export_targets.call(contexts, "after_tflite", staging / FORMAT_FILES["tflite"], False)
-            files["tflite"] = {"precision": "fp32", "runtime": "litert"}
-        if "tflite-int8" in formats:
-            say(f"TFLite int8 (full integer, {len(calib)} calibration examples)")
-            with _converting("tflite-int8", formats):
-                make_int8["tflite-int8"](())
-            files["tflite-int8"] = {"precision": "int8", "runtime": "litert",
-                                    "quantization": {"method": "full integer (TFLITE_BUILTINS_INT8)",
-                                                     "calibration_examples": len(calib), "io": int8_io,
-                                                     "weights": "per-channel" if per_channel else "per-tensor",
-                                                     **tensor_quantization(staging / FORMAT_FILES["tflite-int8"])}}
-        for fmt, (weights, method) in WEIGHT_ONLY_TFLITE.items():
-            if fmt in formats:
-                say(f"TFLite {method}")
-                with _converting(fmt, formats):
-                    export_tflite(serve, model, staging / FORMAT_FILES[fmt], weights=weights, metadata=about)
-                    export_targets.call(contexts, "after_tflite", staging / FORMAT_FILES[fmt], False)
-                files[fmt] = {"precision": "fp16" if weights == "float16" else "dynamic-int8", "runtime": "litert",
-                              "quantization": {"method": method}}
+        job = Conversion(staging, serve, model, run["task"], splits.labels, sections["input"]["name"], calib,
+                         contexts, int8_io=int8_io, metadata={"sections": sections, "name": out.name} if metadata
+                         else None, per_channel=per_channel, say=say,
+                         onnx_int8={"exclude_op_types": tuple(run.get("onnx_int8_exclude", ())),
+                                    "calibration_method": calibration_method, "per_channel": per_channel})
+        files = convert(job, formats)
         for ctx in contexts:
             ctx.files = files
         if "onnx" not in formats and "onnx" in files:
@@ -218,9 +176,10 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
             if fmt == "tflite-fp16":  # its gate is relative to the outputs' scale (ExportAdapter.failures)
                 parity[fmt]["max_rel_diff"] = parity[fmt]["max_abs_diff"] / output_scale
             failures = adapter.failures(fmt, parity[fmt], keras_metric, limits)
-            if failures and fmt in make_int8:  # name the worst layers; with auto, retry with them in float
+            if failures and fmt in INT8_FORMATS:  # name the worst layers; with auto, retry with them in float
                 parity[fmt], failures = _float_fallback(
-                    fmt, int8_fallback, make_int8[fmt], staging, data, files, parity[fmt], failures, calib, say,
+                    fmt, int8_fallback, partial(job.make_int8, fmt), staging, data, files, parity[fmt], failures,
+                    calib, say,
                     gate=gate,
                     reference=lambda folder, fmt=fmt: _fp32_sibling(fmt, staging, folder, serve, model))
             problems += failures
@@ -261,25 +220,6 @@ def _check_int8_choices(int8_fallback: str, calibration_method: str) -> None:
         raise InputError(f"--calibration-method {calibration_method!r}: choose from {', '.join(CALIBRATION_METHODS)}")
 
 
-def _int8_makers(staging: Path, serve, model, input_name: str, calib, contexts: list, onnx: dict,
-                 tflite: dict) -> dict[str, Callable[[tuple[str, ...]], None]]:
-    """int8 format -> make its staged file with the given layers kept in float: one call makes the first file
-    (no layers) and every float-fallback retry, so a retry cannot drift from the recipe."""
-    from .onnx import quantize_onnx
-    from .tflite import export_tflite
-
-    def onnx_int8(nodes: tuple[str, ...]) -> None:
-        quantize_onnx(staging / FORMAT_FILES["onnx"], staging / FORMAT_FILES["onnx-int8"], input_name, calib,
-                      nodes_to_exclude=nodes, **onnx)
-
-    def tflite_int8(nodes: tuple[str, ...]) -> None:
-        path = staging / FORMAT_FILES["tflite-int8"]
-        export_tflite(serve, model, path, calibration=calib, int8=True, float_nodes=nodes, **tflite)
-        export_targets.call(contexts, "after_tflite", path, True)
-
-    return {"onnx-int8": onnx_int8, "tflite-int8": tflite_int8}
-
-
 def _float_fallback(fmt: str, mode: str, make: Callable, staging: Path, data: dict, files: dict, measured: dict,
                     failures: list[str], calib, say: Callable, gate: Callable, reference: Callable):
     """The hook of :func:`edgecnn.export.fallback.rescue`: a re-made file is recorded in the staged manifest
@@ -298,7 +238,7 @@ def _float_fallback(fmt: str, mode: str, make: Callable, staging: Path, data: di
         return gate(fmt)
 
     job = Int8Job(fmt, path, make, check, reference)
-    with _converting(fmt, [fmt]):
+    with converting(fmt, [fmt]):
         measured, failures, record = rescue(job, measured, failures, calib, mode, say=say)
     if record:  # not "full integer" any more: the method says how many layers stayed in float
         from .fallback import kept_in_float
@@ -344,22 +284,6 @@ def _score(sections: dict, outputs, targets) -> dict:
 def _fmt_metric(metric: dict) -> str:
     """The headline metrics on one line (per-label ``f1:LABEL`` values are in the manifest, not here)."""
     return ", ".join(f"{k} {v:.4f}" for k, v in metric.items() if ":" not in k and v is not None)
-
-
-@contextlib.contextmanager
-def _converting(fmt: str, formats: list[str]):
-    """A converter's own failure (tf2onnx, the TFLite converter, onnxruntime's quantizer) on a model Keras runs is
-    a refusal naming the format, in one line, not an internal error: the other formats may still export."""
-    try:
-        yield
-    except EdgecnnError:
-        raise
-    except Exception as exc:  # converters raise anything, from ValueError to ConverterError
-        text = " ".join(str(exc).split())[:200] or type(exc).__name__
-        others = [f for f in formats if f != fmt and not (fmt == "onnx" and f == "onnx-int8")]
-        hint = f"export the others with --formats {','.join(others)}" if others else "this model cannot be exported"
-        raise ExportRefusedError(f"export refused, {fmt}: the converter failed on this model "
-                                 f"({type(exc).__name__}: {text}); {hint}") from exc
 
 
 def _chance_warning(sections: dict, metric: dict, targets) -> str | None:
