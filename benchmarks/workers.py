@@ -18,10 +18,10 @@ and after (the machine may be shared: a busy core is what holds ``--workers 2`` 
 fastest rounds (load only ever adds time, so each contender's fastest round is its least disturbed one).
 
 The ceiling of any split over processes: two ``edgecnn infer`` processes (``--workers 1``) started together, each
-on one half of the folder (hard links), with nothing shared between them; and the same with
-``OPENBLAS_NUM_THREADS=1``. Importing numpy starts OpenBLAS's thread, which busy-waits ~0.1 s of CPU before it
-sleeps: one process alone spends it on the idle core, two started together take it from each other. (OpenBLAS
-stops that thread when a process forks, so ``--workers 2``'s two processes do not pay it twice.)
+on one half of the folder (hard links), with nothing shared between them. (Each runs numpy with one OpenBLAS thread,
+as the command asks since 2026-12-01: before, importing numpy started a thread per CPU that busy-waited ~0.1 s of
+CPU, which two processes started together took from each other, and this arm was run twice, with and without
+``OPENBLAS_NUM_THREADS=1``.)
 
 Each ``edgecnn infer`` contender also runs on the folder's first 32 images, in the same rounds: its start-up
 (interpreter, imports, model, listing, workers). The whole-process ratio counts that fixed cost once in both
@@ -214,7 +214,6 @@ def main() -> None:
             os.link(path, halves[i * 2 // len(files)] / path.name)
         one_each = " & ".join(f"{shlex.join([*edgecnn, 'infer', str(half), '--model', str(model)])}"
                               for half in halves)
-        one_each_no_blas_thread = " & ".join(f"OPENBLAS_NUM_THREADS=1 {command}" for command in one_each.split(" & "))
         commands = {
             "edgecnn infer --workers 1": [*edgecnn, "infer", str(folder), "--model", str(model), "--workers", "1"],
             "edgecnn infer --workers 2": [*edgecnn, "infer", str(folder), "--model", str(model), "--workers", "2"],
@@ -223,7 +222,6 @@ def main() -> None:
             "edgecnn infer --workers 2, 32 images": [*edgecnn, "infer", str(small), "--model", str(model),
                                                      "--workers", "2"],
             "two --workers 1 processes, one per half": ["sh", "-c", f"{one_each} & wait"],
-            "the same, OPENBLAS_NUM_THREADS=1": ["sh", "-c", f"{one_each_no_blas_thread} & wait"],
             "bare onnxruntime loop": [sys.executable, "-c", BARE_LOOP, str(model), str(folder)],
             "bare onnxruntime loop, 1 thread": [sys.executable, "-c", BARE_LOOP, str(model), str(folder), "1"],
         }
@@ -270,9 +268,7 @@ def main() -> None:
                                                           "bare onnxruntime loop, 1 thread", "cpu_s"),
                    "workers2_steady_speedup": statistics.median(steady(1, r) / steady(2, r) for r in rounds),
                    "two_processes_speedup": paired("edgecnn infer --workers 1",
-                                                   "two --workers 1 processes, one per half"),
-                   "two_processes_no_blas_thread_speedup": paired("edgecnn infer --workers 1",
-                                                                  "the same, OPENBLAS_NUM_THREADS=1")},
+                                                   "two --workers 1 processes, one per half")},
         "startup_s": {w: statistics.median(r[f"edgecnn infer --workers {w}, 32 images"]["wall_s"] for r in rounds)
                       for w in (1, 2)},
         "fastest_round_ratios": {
