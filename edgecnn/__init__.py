@@ -32,13 +32,23 @@ _FROM_TASKS = frozenset({"Category", "Classification", "Detection", "DetectionRe
 
 
 def __getattr__(name: str):
-    """A task name, imported from :mod:`edgecnn.runtime.tasks` on first use (PEP 562) and kept here after."""
+    """A task name, imported from :mod:`edgecnn.runtime.tasks` on first use (PEP 562) and kept here after; or a
+    submodule of this package (``edgecnn.manifest`` after a bare ``import edgecnn``, which this package no longer
+    imports itself)."""
     if name in _FROM_TASKS:
         from .runtime import tasks
 
         value = getattr(tasks, name)
         globals()[name] = value
         return value
+    if not name.startswith("_"):
+        import importlib
+
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":  # the submodule exists; something it imports is missing
+                raise
     raise AttributeError(f"module 'edgecnn' has no attribute {name!r}")
 
 

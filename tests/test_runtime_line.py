@@ -83,6 +83,10 @@ def test_the_package_names_still_resolve():
     assert edgecnn.load is tasks.load and edgecnn.ImageClassifier is tasks.ImageClassifier
     with pytest.raises(AttributeError, match="no_such_name"):
         edgecnn.no_such_name  # noqa: B018
+    # a submodule after a bare `import edgecnn` (the package no longer imports them itself)
+    probe = "import edgecnn\nprint(edgecnn.manifest.MANIFEST_NAME, edgecnn.runtime.__name__)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["edgecnn.json", "edgecnn.runtime"]
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS starts one thread per CPU: one CPU shows nothing")
