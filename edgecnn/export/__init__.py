@@ -136,9 +136,9 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
             ctx.inputs = inputs
         int8_io = export_targets.int8_io(contexts, int8_io)
         calib = export_targets.model_inputs(contexts, adapter.calibration_inputs(calibration_size, seed))
+        about = {"sections": sections, "name": out.name} if metadata else None  # TFLite Model Metadata
         job = Conversion(staging, serve, model, run["task"], splits.labels, sections["input"]["name"], calib,
-                         contexts, int8_io=int8_io, metadata={"sections": sections, "name": out.name} if metadata
-                         else None, per_channel=per_channel, say=say,
+                         contexts, int8_io=int8_io, metadata=about, per_channel=per_channel, say=say,
                          onnx_int8={"exclude_op_types": tuple(run.get("onnx_int8_exclude", ())),
                                     "calibration_method": calibration_method, "per_channel": per_channel})
         files = convert(job, formats)
@@ -179,8 +179,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
             if failures and fmt in INT8_FORMATS:  # name the worst layers; with auto, retry with them in float
                 parity[fmt], failures = _float_fallback(
                     fmt, int8_fallback, partial(job.make_int8, fmt), staging, data, files, parity[fmt], failures,
-                    calib, say,
-                    gate=gate,
+                    calib, say, gate=gate,
                     reference=lambda folder, fmt=fmt: _fp32_sibling(fmt, staging, folder, serve, model))
             problems += failures
         # a target's own files (.ort) are made from the validated ones, after any int8 float fallback re-made them
