@@ -53,7 +53,8 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_FROM_TASKS})
+    """The public names (the lazy ones included), as ``dir(edgecnn)`` and editors show them."""
+    return sorted(__all__)
 
 
 __all__ = [

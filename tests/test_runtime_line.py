@@ -80,6 +80,7 @@ def test_the_package_names_still_resolve():
 
     for name in edgecnn.__all__:
         assert getattr(edgecnn, name) is not None
+    assert dir(edgecnn) == sorted(edgecnn.__all__)
     assert edgecnn.load is tasks.load and edgecnn.ImageClassifier is tasks.ImageClassifier
     with pytest.raises(AttributeError, match="no_such_name"):
         edgecnn.no_such_name  # noqa: B018
