@@ -27,10 +27,6 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
 
 __version__ = "0.1.0"
 
-_FROM_TASKS = frozenset({"Category", "Classification", "Detection", "DetectionResult", "ImageClassifier",
-                         "ObjectDetector", "TextClassifier", "load"})
-
-
 def __getattr__(name: str):
     """A task name, imported from :mod:`edgecnn.runtime.tasks` on first use (PEP 562) and kept here after; or a
     submodule of this package (``edgecnn.manifest`` after a bare ``import edgecnn``, which this package no longer
@@ -72,3 +68,6 @@ __all__ = [
                             "__version__",
                             "load",
 ]
+
+#: The public names not defined above: edgecnn.runtime.tasks', imported by __getattr__ on first use.
+_FROM_TASKS = frozenset(__all__) - set(globals())
