@@ -138,9 +138,9 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, formats:
         calib = export_targets.model_inputs(contexts, adapter.calibration_inputs(calibration_size, seed))
         about = {"sections": sections, "name": out.name} if metadata else None  # TFLite Model Metadata
         job = Conversion(staging, serve, model, run["task"], splits.labels, sections["input"]["name"], calib,
-                         contexts, int8_io=int8_io, metadata=about, per_channel=per_channel, say=say,
-                         onnx_int8={"exclude_op_types": tuple(run.get("onnx_int8_exclude", ())),
-                                    "calibration_method": calibration_method, "per_channel": per_channel})
+                         contexts, int8_io=int8_io, metadata=about, per_channel=per_channel,
+                         calibration_method=calibration_method,
+                         onnx_exclude_op_types=tuple(run.get("onnx_int8_exclude", ())), say=say)
         files = convert(job, formats)
         for ctx in contexts:
             ctx.files = files

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EdgecnnError, ExportRefusedError
@@ -43,10 +43,11 @@ class Conversion:
     input_name: str
     calib: object  # calibration examples, as the served function takes them
     contexts: list  # the --target contexts, whose hooks see each file made
-    int8_io: str = "int8"
+    int8_io: str = "int8"  # the tflite-int8 file's input and output dtype
     metadata: dict | None = None  # TFLite Model Metadata to write into each .tflite file (None: none)
-    onnx_int8: dict = field(default_factory=dict)  # quantize_onnx's recipe: exclude_op_types, method, per_channel
-    per_channel: bool = True
+    per_channel: bool = True  # int8 weights per output channel (both int8 formats) or per tensor
+    calibration_method: str = "minmax"  # onnx-int8's activation ranges
+    onnx_exclude_op_types: tuple[str, ...] = ()  # op types onnx-int8 leaves in float (the run's onnx_int8_exclude)
     say: Callable[[str], None] = lambda message: None
 
     def path(self, fmt: str) -> Path:
@@ -58,7 +59,8 @@ class Conversion:
             from .onnx import quantize_onnx
 
             quantize_onnx(self.path("onnx"), self.path("onnx-int8"), self.input_name, self.calib,
-                          nodes_to_exclude=float_nodes, **self.onnx_int8)
+                          exclude_op_types=self.onnx_exclude_op_types, nodes_to_exclude=float_nodes,
+                          calibration_method=self.calibration_method, per_channel=self.per_channel)
         elif fmt == "tflite-int8":
             from .tflite import export_tflite
 
@@ -129,7 +131,7 @@ def onnx_int8(job: Conversion) -> dict:
 
     job.say(f"ONNX int8 (onnxruntime static QDQ, {len(job.calib)} calibration examples)")
     job.make_int8("onnx-int8")
-    recipe = onnx_int8_recipe(job.onnx_int8["calibration_method"], job.onnx_int8["per_channel"])
+    recipe = onnx_int8_recipe(job.calibration_method, job.per_channel)
     return {"precision": "int8", "runtime": "onnxruntime",
             "quantization": {**recipe, "calibration_examples": len(job.calib)}}
 
