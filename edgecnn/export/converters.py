@@ -136,13 +136,18 @@ def onnx_int8(job: Conversion) -> dict:
             "quantization": {**recipe, "calibration_examples": len(job.calib)}}
 
 
-@converts("tflite")
-def tflite_fp32(job: Conversion) -> dict:
+def _float_tflite(job: Conversion, fmt: str, weights: str | None = None) -> None:
+    """A TFLite file with float compute (fp32, or weights stored as ``weights``), and the targets' hook on it."""
     from .tflite import export_tflite
 
+    export_tflite(job.serve, job.model, job.path(fmt), weights=weights, metadata=job.metadata)
+    export_targets.call(job.contexts, "after_tflite", job.path(fmt), False)
+
+
+@converts("tflite")
+def tflite_fp32(job: Conversion) -> dict:
     job.say("TFLite fp32")
-    export_tflite(job.serve, job.model, job.path("tflite"), metadata=job.metadata)
-    export_targets.call(job.contexts, "after_tflite", job.path("tflite"), False)
+    _float_tflite(job, "tflite")
     return {"precision": "fp32", "runtime": "litert"}
 
 
@@ -163,11 +168,8 @@ def _weight_only(fmt: str) -> Converter:
     weights, method = WEIGHT_ONLY_TFLITE[fmt]
 
     def tflite_weight_only(job: Conversion) -> dict:
-        from .tflite import export_tflite
-
         job.say(f"TFLite {method}")
-        export_tflite(job.serve, job.model, job.path(fmt), weights=weights, metadata=job.metadata)
-        export_targets.call(job.contexts, "after_tflite", job.path(fmt), False)
+        _float_tflite(job, fmt, weights)
         return {"precision": "fp16" if weights == "float16" else "dynamic-int8", "runtime": "litert",
                 "quantization": {"method": method}}
     return tflite_weight_only
